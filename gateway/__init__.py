@@ -1,0 +1,1 @@
+"""The WebSocket gateway: sockets, identity, rooms, limits, publishing and local fan-out."""

@@ -1,0 +1,22 @@
+"""``python -m gateway``: one gateway, configured by ``CHAT_*`` environment variables."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from gateway.app import build_node, create_app
+from gateway.server import Server, configure_logging, uvicorn_config
+from shared.config import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings)
+    registry = CollectorRegistry()
+    node = build_node(settings, registry, writes_store=settings.persist_mode == "sync")
+    app = create_app(node, registry)
+    Server(uvicorn_config(app, settings), node).run()
+
+
+if __name__ == "__main__":
+    main()

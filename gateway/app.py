@@ -1,0 +1,89 @@
+"""The Starlette application: routes, and a lifespan that starts and stops the node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from gateway import endpoints
+from gateway.broker import Broker
+from gateway.broker_memory import MemoryBroker
+from gateway.node import Node
+from shared.config import Settings
+from shared.metrics import GatewayMetrics
+from shared.store import Store
+from shared.stream_memory import MemoryStream
+
+
+class Service(Protocol):
+    """Something the app runs beside the node (the embedded persister)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def build_node(
+    settings: Settings,
+    registry: CollectorRegistry,
+    *,
+    stream: MemoryStream | None = None,
+    writes_store: bool = False,
+) -> Node:
+    """A node with the broker and store the settings ask for (nothing connects yet)."""
+    store = Store(settings.database_url)
+    broker: Broker
+    if settings.broker == "memory":
+        broker = MemoryBroker(
+            log_size=settings.recent_log_size,
+            cid_window_s=settings.cid_window_s,
+            stream=stream,
+            store=store,
+        )
+    else:
+        raise NotImplementedError("the redis broker is not built yet")
+    return Node(settings, broker, store, GatewayMetrics(registry), writes_store=writes_store)
+
+
+def create_app(
+    node: Node, registry: CollectorRegistry, services: Sequence[Service] = ()
+) -> Starlette:
+    """The gateway app. ``services`` start after the node and stop after it has drained."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        if node.store is not None and node.writes_store:
+            await asyncio.to_thread(node.store.create_schema)
+        await node.start()
+        started: list[Service] = []
+        try:
+            for service in services:
+                await service.start()
+                started.append(service)
+            yield {"node": node, "registry": registry}
+        finally:
+            await node.drain()
+            await node.close()
+            for service in reversed(started):
+                await service.stop()
+            if node.store is not None:
+                node.store.close()
+
+    routes = [
+        Route("/", endpoints.index),
+        Route("/api/rooms", endpoints.rooms),
+        Route("/api/rooms/{room}/messages", endpoints.room_messages),
+        Route("/healthz", endpoints.healthz),
+        Route("/readyz", endpoints.readyz),
+        Route("/metrics", endpoints.metrics),
+        WebSocketRoute("/ws", endpoints.websocket),
+        Mount("/static", StaticFiles(directory=endpoints.STATIC), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,70 @@
+"""Who is connecting: an anonymous name, or a verified JWT (HS256)."""
+
+from __future__ import annotations
+
+import fnmatch
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jwt
+
+from shared import errors
+from shared.events import valid_user
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str
+    auth: str  # "anonymous" | "token"
+    rooms: tuple[str, ...] | None = None  # allowed room names or patterns; None: any
+
+    def may_join(self, room: str) -> bool:
+        """Whether the token's ``rooms`` claim (if any) allows this room."""
+        return self.rooms is None or any(fnmatch.fnmatchcase(room, p) for p in self.rooms)
+
+
+class AuthError(Exception):
+    """The connection is refused; ``code`` is the close code."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def identify(secret: str, user: str | None, token: str | None) -> Identity:
+    """Resolve the identity of a connection from its query parameters."""
+    if not secret:
+        if user is None:
+            return Identity(f"guest-{secrets.token_hex(3)}", "anonymous")
+        if not valid_user(user):
+            raise AuthError(errors.POLICY_VIOLATION, "user names are 1-32 printable characters")
+        return Identity(user, "anonymous")
+    if not token:
+        raise AuthError(errors.UNAUTHORIZED, "token required")
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
+    except jwt.PyJWTError as exc:
+        raise AuthError(errors.UNAUTHORIZED, f"invalid token: {exc}") from None
+    sub = claims["sub"]
+    if not valid_user(sub):
+        raise AuthError(errors.UNAUTHORIZED, "token subject is not a valid user name")
+    rooms = claims.get("rooms")
+    if rooms is not None and not (
+        isinstance(rooms, Sequence)
+        and not isinstance(rooms, str)
+        and all(isinstance(r, str) for r in rooms)
+    ):
+        raise AuthError(errors.UNAUTHORIZED, "rooms claim must be a list of strings")
+    return Identity(sub, "token", tuple(rooms) if rooms is not None else None)
+
+
+def mint(secret: str, user: str, ttl_s: int = 3600, rooms: list[str] | None = None) -> str:
+    """A signed token for local testing (a real app issues these from its login)."""
+    import time
+
+    claims: dict[str, object] = {"sub": user, "exp": int(time.time()) + ttl_s}
+    if rooms is not None:
+        claims["rooms"] = rooms
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,165 @@
+"""HTTP and WebSocket endpoints (PROTOCOL.md, "HTTP" and "Transport")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.websockets import WebSocket
+
+from gateway.auth import AuthError, identify
+from gateway.connection import Connection
+from gateway.node import Node
+from shared import errors, events
+from shared.errors import ProtocolError
+from shared.metrics import render
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+def json(data: Any, status: int = 200) -> Response:
+    """A JSON response encoded with orjson."""
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def index(request: Request) -> Response:
+    """The chat web page."""
+    return FileResponse(STATIC / "index.html")
+
+
+async def rooms(request: Request) -> Response:
+    """Every known room with its online count and last seq."""
+    node: Node = request.state.node
+    return json(await node.broker.rooms())
+
+
+async def room_messages(request: Request) -> Response:
+    """Stored messages of a room, paginated by seq (``before``, ``limit``)."""
+    node: Node = request.state.node
+    room = request.path_params["room"]
+    if not events.valid_room(room):
+        return json(events.error(errors.INVALID_ROOM, "invalid room name"), 400)
+    try:
+        before = _int_param(request, "before", 1, None)
+        limit = _int_param(request, "limit", 1, events.MAX_HISTORY_LIMIT)
+    except ValueError as exc:
+        return json(events.error(errors.BAD_REQUEST, str(exc)), 400)
+    try:
+        messages, more = await node.history(room, before, limit or node.settings.history_limit)
+    except errors.Unavailable as exc:
+        return json(events.error(errors.UNAVAILABLE, str(exc)), 503)
+    return json({"room": room, "messages": messages, "more": more})
+
+
+def _int_param(request: Request, name: str, low: int, high: int | None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        raise ValueError(f"{name} must be an integer in {low}..{high or 'inf'}")
+    return int(raw)
+
+
+async def healthz(request: Request) -> Response:
+    """Alive while the process runs."""
+    return json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the broker (and the store, where this process writes) answer."""
+    node: Node = request.state.node
+    if node.draining:
+        return json({"status": "unavailable", "reason": "shutting down"}, 503)
+    try:
+        await asyncio.wait_for(node.broker.ping(), 2)
+    except Exception as exc:
+        return json({"status": "unavailable", "reason": f"broker: {exc!r}"}, 503)
+    if node.store is not None and node.writes_store:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(node.store.ping), 5)
+        except Exception as exc:
+            return json({"status": "unavailable", "reason": f"store: {exc!r}"}, 503)
+    return json({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    registry: CollectorRegistry = request.state.registry
+    return Response(render(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def websocket(ws: WebSocket) -> None:
+    """``/ws``: identify, say hello, then read commands until the client goes away."""
+    node: Node = ws.state.node
+    settings = node.settings
+    params = ws.query_params
+    await ws.accept()
+    try:
+        identity = identify(settings.auth_secret, params.get("user"), params.get("token"))
+    except AuthError as exc:
+        await ws.close(exc.code, exc.reason[:120])
+        return
+    if node.draining:
+        await ws.close(errors.GOING_AWAY, "gateway shutting down")
+        return
+    conn = Connection(ws, identity, settings, node.metrics, node.hub.mark_dirty)
+    node.attach(conn)
+    try:
+        conn.push(
+            events.encode(
+                {
+                    "type": "hello",
+                    "user": identity.user,
+                    "gateway": settings.gateway_id,
+                    "auth": identity.auth,
+                    "limits": settings.limits(),
+                }
+            )
+        )
+        for room in params.getlist("room"):
+            try:
+                command = room_command(room)
+            except ProtocolError as exc:
+                conn.send_error(exc)
+                continue
+            await _run(node, conn, command)
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if conn.closing:
+                continue
+            text = message.get("text")
+            if text is None:
+                conn.send_error(ProtocolError(errors.BAD_REQUEST, "binary frames are not accepted"))
+                continue
+            try:
+                command = events.parse_command(text, settings.max_text_chars)
+            except ProtocolError as exc:
+                conn.send_error(exc)
+                continue
+            await _run(node, conn, command)
+    finally:
+        await node.detach(conn)
+
+
+def room_command(room: str) -> events.Command:
+    """The ``join`` that ``?room=`` stands for (validated like a frame)."""
+    return events.parse_command(orjson.dumps({"type": "join", "room": room}), 0)
+
+
+async def _run(node: Node, conn: Connection, command: events.Command) -> None:
+    try:
+        await node.handle(conn, command)
+    except ProtocolError as exc:
+        conn.send_error(exc)
+    except Exception:
+        log.exception("command %r from %s failed", command, conn.user)
+        conn.send_error(ProtocolError(errors.INTERNAL, "internal error"))

@@ -1,0 +1,241 @@
+"""The node: composes the hub, the broker and the store, and carries out client commands."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+from gateway.broker import Broker
+from gateway.connection import Connection
+from gateway.hub import Hub
+from shared import errors, events
+from shared.config import Settings
+from shared.errors import ProtocolError, Unavailable
+from shared.metrics import GatewayMetrics
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """One gateway's rooms and connections; every command goes through here."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        broker: Broker,
+        store: Store | None,
+        metrics: GatewayMetrics,
+        *,
+        writes_store: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.writes_store = writes_store  # readiness then includes the store
+        self.broker = broker
+        self.store = store
+        self.metrics = metrics
+        self.hub = Hub(settings.coalesce_ms / 1000, metrics)
+        self.draining = False
+
+    async def start(self) -> None:
+        """Start the hub's clock and the broker."""
+        await self.hub.start()
+        await self.broker.start(self.hub.deliver)
+
+    async def drain(self, code: int = errors.GOING_AWAY) -> None:
+        """Close every connection with ``code`` once its pending events are sent."""
+        self.draining = True
+        conns = list(self.hub.connections)
+        for conn in conns:
+            conn.close(code, "gateway shutting down")
+        await asyncio.gather(*(c.closed(self.settings.shutdown_grace_s) for c in conns))
+
+    async def close(self) -> None:
+        """Stop the hub and the broker."""
+        await self.hub.stop()
+        await self.broker.close()
+
+    # -- connection lifecycle -------------------------------------------------------------
+
+    def attach(self, conn: Connection) -> None:
+        """Register a new connection."""
+        self.hub.connections.add(conn)
+        self.metrics.connections.set(len(self.hub.connections))
+        conn.start()
+
+    async def detach(self, conn: Connection) -> None:
+        """Forget a closed connection: leave its rooms, stop its writer."""
+        for room in list(conn.rooms):
+            await self._leave(conn, room)
+        self.hub.connections.discard(conn)
+        self.metrics.connections.set(len(self.hub.connections))
+        await conn.stop()
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def handle(self, conn: Connection, cmd: events.Command) -> None:
+        """Carry out one command; refusals come back as ``error`` events."""
+        try:
+            if isinstance(cmd, events.Send):
+                await self.send(conn, cmd)
+            elif isinstance(cmd, events.Join):
+                await self.join(conn, cmd.room, cmd.since)
+            elif isinstance(cmd, events.Leave):
+                if cmd.room not in conn.rooms:
+                    raise ProtocolError(errors.NOT_JOINED, "not in this room", room=cmd.room)
+                await self._leave(conn, cmd.room)
+                conn.push(events.encode({"type": "left", "room": cmd.room}))
+            elif isinstance(cmd, events.History):
+                messages, more = await self.history(
+                    cmd.room, cmd.before, cmd.limit or self.settings.history_limit
+                )
+                conn.push(
+                    events.encode(
+                        {"type": "history", "room": cmd.room, "messages": messages, "more": more}
+                    )
+                )
+            else:
+                conn.push('{"type":"pong"}')
+        except ProtocolError as exc:
+            conn.send_error(exc)
+        except Unavailable as exc:
+            conn.send_error(
+                ProtocolError(
+                    errors.UNAVAILABLE,
+                    f"temporarily unavailable, retry: {exc}",
+                    cid=getattr(cmd, "cid", None),
+                    room=getattr(cmd, "room", None),
+                )
+            )
+
+    async def send(self, conn: Connection, cmd: events.Send) -> None:
+        """Publish a message to a joined room, within the connection's rate."""
+        if cmd.room not in conn.rooms:
+            raise ProtocolError(
+                errors.NOT_JOINED, "join the room first", cid=cmd.cid, room=cmd.room
+            )
+        if not conn.bucket.take():
+            conn.strikes += 1
+            if conn.strikes >= self.settings.rate_strikes:
+                conn.close(errors.RATE_LIMIT_EXCEEDED, "send rate exceeded")
+                return
+            raise ProtocolError(
+                errors.RATE_LIMITED,
+                f"at most {self.settings.rate_per_s:g} messages/s",
+                cid=cmd.cid,
+                room=cmd.room,
+            )
+        conn.strikes = 0
+        published = await self.broker.publish(cmd.room, conn.user, cmd.text, cmd.cid)
+        if published.duplicate:
+            # A resend: the sender gets the original back; nothing new went to the room.
+            conn.push(events.encode(published.message))
+        else:
+            self.metrics.messages_in.inc()
+
+    async def join(self, conn: Connection, room: str, since: int | None) -> None:
+        """Join (or, when already joined, recover from ``since``) without a gap."""
+        rejoin = room in conn.rooms
+        if not rejoin:
+            if conn.room_count >= self.settings.max_rooms:
+                raise ProtocolError(
+                    errors.TOO_MANY_ROOMS, f"at most {self.settings.max_rooms} rooms", room=room
+                )
+            if not conn.identity.may_join(room):
+                raise ProtocolError(
+                    errors.FORBIDDEN_ROOM, "the token does not allow this room", room=room
+                )
+        conn.begin_join(room)
+        try:
+            if not rejoin and self.hub.add(room, conn):
+                # Subscribe before reading the log: nothing published meanwhile is missed.
+                await self.broker.subscribe(room)
+            messages, last_seq, recovered = await self._catch_up(room, since)
+            if not rejoin:
+                await self.broker.presence_join(room, conn.user)
+            members = await self.broker.members(room)
+        except BaseException:
+            conn.abort_join(room)
+            if not rejoin and self.hub.remove(room, conn):
+                await self.broker.unsubscribe(room)
+            raise
+        joined = {
+            "type": "joined",
+            "room": room,
+            "seq": last_seq,
+            "members": members,
+            "messages": messages,
+            "recovered": recovered,
+        }
+        conn.finish_join(room, last_seq, events.encode(joined))
+
+    async def _catch_up(
+        self, room: str, since: int | None
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """Messages after ``since`` from the broker's log, older ones from the store."""
+        limit = self.settings.history_limit
+        head = await self.broker.recent(room, since, limit)
+        if since is None:
+            messages = head.messages
+            if len(messages) < limit and self.store is not None and head.last_seq > len(messages):
+                before = messages[0]["seq"] if messages else head.last_seq + 1
+                older, _ = await self._store_call(
+                    self.store.history, room, before, limit - len(messages)
+                )
+                messages = older + messages
+            return messages, head.last_seq, False
+        missed = head.last_seq - since
+        if missed <= 0:
+            return [], head.last_seq, True
+        if missed > self.settings.recover_limit:
+            recent = await self.broker.recent(room, None, limit)
+            return recent.messages, head.last_seq, False
+        messages = head.messages
+        first = messages[0]["seq"] if messages else head.last_seq + 1
+        if first > since + 1 and self.store is not None:
+            older = await self._store_call(self.store.after, room, since, first - since - 1)
+            messages = [m for m in older if m["seq"] < first] + messages
+        recovered = bool(messages) and messages[0]["seq"] == since + 1 and _gapless(messages)
+        return messages, head.last_seq, recovered
+
+    async def history(
+        self, room: str, before: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` messages before ``before``, newest last: broker log, then store."""
+        recent = await self.broker.recent(room, 0, 0)
+        newest = [m for m in recent.messages if before is None or m["seq"] < before][-limit:]
+        if len(newest) == limit:
+            return newest, newest[0]["seq"] > 1
+        older: list[dict[str, Any]] = []
+        more = False
+        upper = newest[0]["seq"] if newest else before
+        if self.store is not None and (upper is None or upper > 1):
+            older, more = await self._store_call(
+                self.store.history, room, upper, limit - len(newest)
+            )
+        return older + newest, more
+
+    async def _leave(self, conn: Connection, room: str) -> None:
+        conn.rooms.pop(room, None)
+        if self.hub.remove(room, conn):
+            try:
+                await self.broker.unsubscribe(room)
+            except Unavailable:
+                log.warning("unsubscribe from %s failed; the broker is unavailable", room)
+        try:
+            await self.broker.presence_leave(room, conn.user)
+        except Unavailable:
+            log.warning("presence leave for %s in %s failed", conn.user, room)
+
+    async def _store_call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as exc:
+            log.warning("store unavailable: %r", exc)
+            raise Unavailable("the message store is unreachable") from exc
+
+
+def _gapless(messages: list[dict[str, Any]]) -> bool:
+    return all(b["seq"] == a["seq"] + 1 for a, b in itertools.pairwise(messages))

@@ -1,0 +1,56 @@
+"""Running the app under uvicorn, with a shutdown that closes clients with 1001."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway.node import Node
+from shared.config import Settings
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, but clients hear 1001 (going away) instead of uvicorn's 1012.
+
+    On SIGINT/SIGTERM it stops accepting, lets every connection send what is pending and
+    close with 1001, then runs uvicorn's own shutdown (and the lifespan's, which flushes storage).
+    """
+
+    def __init__(self, config: uvicorn.Config, node: Node) -> None:
+        super().__init__(config)
+        self.node = node
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        await self.node.drain()
+        await super().shutdown(sockets)
+
+
+def uvicorn_config(app: Starlette, settings: Settings, port: int | None = None) -> uvicorn.Config:
+    """uvicorn settings derived from ours (frame limit, pings, compression)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port if port is None else port,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=settings.ping_interval_s,
+        ws_ping_timeout=settings.ping_timeout_s,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
+        lifespan="on",
+        access_log=False,
+    )
+
+
+def configure_logging(settings: Settings) -> None:
+    """Plain one-line logs on stderr."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,107 @@
+"""The persister loop: read, batch, write in one transaction, then acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from persister.batcher import Batcher
+from persister.source import Source
+from shared import events
+from shared.metrics import PersisterMetrics
+from shared.store import Store
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[Any, dict[str, Any]]
+
+
+class Worker:
+    """Moves entries from a :class:`Source` into the :class:`Store`, losing none.
+
+    Acknowledges only after the transaction commits; while the database is down it retries
+    with capped backoff and acknowledges nothing.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        store: Store,
+        metrics: PersisterMetrics,
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        poll_s: float = 0.25,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.metrics = metrics
+        self.batcher: Batcher[Entry] = Batcher(batch_size, flush_interval_s)
+        self._poll_s = poll_s
+        self._max_backoff_s = max_backoff_s
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.healthy = True  # False while writes are failing
+
+    async def start(self) -> None:
+        """Create the tables if needed and start the loop."""
+        await asyncio.to_thread(self.store.create_schema)
+        self._task = asyncio.create_task(self.run(), name="persister")
+
+    async def stop(self) -> None:
+        """Write everything already read or queued, then stop."""
+        self._stopping = True
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        """Until stopped: read, flush when due. On stop: drain the source, flush, return."""
+        while not self._stopping:
+            timeout = min(self.batcher.time_left(), self._poll_s)
+            self.batcher.add(await self.source.read(self.batcher.room() or 1, timeout))
+            self._observe()
+            if self.batcher.due():
+                await self.flush()
+        while batch := await self.source.read(self.batcher.size, 0):
+            self.batcher.add(batch)
+            if self.batcher.room() == 0:
+                await self.flush()
+        while len(self.batcher):
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write one batch (retrying until it commits), then acknowledge it."""
+        batch = self.batcher.take()
+        if not batch:
+            return
+        backoff = 0.05
+        while True:
+            started = time.perf_counter()
+            try:
+                written = await asyncio.to_thread(self.store.write, [e for _, e in batch])
+                break
+            except Exception as exc:
+                self.healthy = False
+                self.metrics.write_failures.inc()
+                log.warning("batch write failed (%r); retrying in %.2fs", exc, backoff)
+                if self._stopping and backoff >= self._max_backoff_s:
+                    log.error("giving up on %d entries at shutdown", len(batch))
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+        self.healthy = True
+        self.metrics.insert_latency.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.rows_written.inc(written)
+        await self.source.ack([entry_id for entry_id, _ in batch])
+        self._observe()
+
+    def _observe(self) -> None:
+        self.metrics.backlog.set(self.source.backlog())
+        pending = self.batcher.peek()
+        age = (events.now_ms() - pending[1]["ts"]) / 1000 if pending is not None else 0.0
+        self.metrics.lag.set(max(0.0, age))

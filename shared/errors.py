@@ -1,0 +1,43 @@
+"""Protocol errors (become ``error`` events) and close codes (PROTOCOL.md)."""
+
+from __future__ import annotations
+
+# Close codes.
+NORMAL = 1000
+GOING_AWAY = 1001  # gateway shutting down: reconnect elsewhere
+POLICY_VIOLATION = 1008  # bad origin or user name
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+UNAUTHORIZED = 4001
+FORBIDDEN = 4003
+SLOW_CONSUMER = 4008
+RATE_LIMIT_EXCEEDED = 4029
+
+# Error codes of ``error`` events.
+BAD_REQUEST = "bad_request"
+UNKNOWN_TYPE = "unknown_type"
+INVALID_ROOM = "invalid_room"
+NOT_JOINED = "not_joined"
+TOO_LARGE = "too_large"
+RATE_LIMITED = "rate_limited"
+FORBIDDEN_ROOM = "forbidden"
+TOO_MANY_ROOMS = "too_many_rooms"
+UNAVAILABLE = "unavailable"
+INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A refused request. The connection stays open; the client gets an ``error`` event."""
+
+    def __init__(
+        self, code: str, detail: str, *, cid: str | None = None, room: str | None = None
+    ) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.cid = cid
+        self.room = room
+
+
+class Unavailable(Exception):
+    """The broker or the store cannot be reached right now; the client may retry."""

@@ -1,0 +1,46 @@
+"""Every Redis key and channel name, in one place (ARCHITECTURE.md, "Redis keys").
+
+A room maps to one of N logical shards; each key of a room carries the shard as a hash tag so one
+script touches one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+PREFIX = "chat"
+PERSIST_GROUP = "persister"
+
+
+def shard_of(room: str, shards: int) -> int:
+    """The room's logical shard: ``crc32(room) % shards``."""
+    return zlib.crc32(room.encode()) % shards
+
+
+def _tag(room: str, shards: int) -> str:
+    return f"{PREFIX}:{{s{shard_of(room, shards)}}}"
+
+
+def seq(room: str, shards: int) -> str:
+    """String key holding the room's last seq."""
+    return f"{_tag(room, shards)}:seq:{room}"
+
+
+def log(room: str, shards: int) -> str:
+    """Stream key of the room's capped recent log."""
+    return f"{_tag(room, shards)}:log:{room}"
+
+
+def channel(room: str, shards: int) -> str:
+    """Pub/sub channel of the room."""
+    return f"{_tag(room, shards)}:room:{room}"
+
+
+def presence(room: str, shards: int) -> str:
+    """Hash of user → expiry for the room."""
+    return f"{_tag(room, shards)}:presence:{room}"
+
+
+def persist(shard: int) -> str:
+    """The shard's persist stream, read by the persister consumer group."""
+    return f"{PREFIX}:{{s{shard}}}:persist"

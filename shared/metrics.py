@@ -1,0 +1,74 @@
+"""Prometheus metrics, registered on a registry the caller owns (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 500, 1000, 2000)
+
+
+class GatewayMetrics:
+    """What a gateway reports."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.connections = Gauge(
+            "chat_connections", "Open WebSocket connections", registry=registry
+        )
+        self.rooms = Gauge("chat_local_rooms", "Rooms with local members", registry=registry)
+        self.messages_in = Counter(
+            "chat_messages_published", "Messages accepted and published", registry=registry
+        )
+        self.events_out = Counter(
+            "chat_events_delivered", "Events written to client sockets", registry=registry
+        )
+        self.frames_out = Counter("chat_frames_sent", "WebSocket frames sent", registry=registry)
+        self.coalesced = Counter(
+            "chat_events_coalesced", "Events sent inside multi-event frames", registry=registry
+        )
+        self.slow_closed = Counter(
+            "chat_slow_consumers_closed", "Connections closed 4008 (slow)", registry=registry
+        )
+        self.errors = Counter(
+            "chat_protocol_errors", "error events sent", ["code"], registry=registry
+        )
+        self.deliver_latency = Histogram(
+            "chat_publish_to_deliver_seconds",
+            "Server time from publish to fan-out on this gateway",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+class PersisterMetrics:
+    """What the persister reports."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.batch_size = Histogram(
+            "chat_persist_batch_size", "Entries per batch", buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.insert_latency = Histogram(
+            "chat_persist_insert_seconds",
+            "Time to write one batch",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rows_written = Counter(
+            "chat_persist_rows_written", "Message rows written", registry=registry
+        )
+        self.write_failures = Counter(
+            "chat_persist_write_failures", "Batch writes that failed (retried)", registry=registry
+        )
+        self.lag = Gauge(
+            "chat_persist_lag_seconds",
+            "Age of the oldest message not yet written",
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "chat_persist_backlog", "Entries waiting to be written", registry=registry
+        )
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The registry in Prometheus text format."""
+    return generate_latest(registry)

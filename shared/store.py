@@ -1,0 +1,200 @@
+"""The message store: idempotent batch writes and history reads over any SQLAlchemy URL.
+
+Blocking by design (SQLAlchemy Core + pymysql/sqlite3); async callers run these methods in a
+worker thread. The persister writes through it; the gateway reads history through it (and writes
+in ``sync`` persist mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.engine import Connection
+
+from shared import events
+from shared.tables import chat_participant, chat_room, message, metadata
+
+
+def to_datetime(ts_ms: int) -> datetime:
+    """Milliseconds since the epoch → naive UTC datetime (the column type)."""
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).replace(tzinfo=None)
+
+
+def to_ms(value: datetime) -> int:
+    """Naive UTC datetime → milliseconds since the epoch."""
+    return round(value.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+class Store:
+    """Tables, idempotent writes of persist entries, and reads by ``(room_id, seq)``."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600)
+            if url.startswith("mysql"):
+                kwargs["connect_args"] = {"charset": "utf8mb4", "connect_timeout": 5}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._dialect = self.engine.dialect.name
+
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent)."""
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write(self, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Apply persist entries in one transaction; returns the number of message entries.
+
+        Entries are ``{"kind": "message", room, seq, user, text, ts}`` or
+        ``{"kind": "join" | "leave", room, user, ts}``. Replaying a batch is a no-op: messages
+        are unique on ``(room_id, seq)``.
+        """
+        rooms: dict[str, int] = {}
+        rows: list[dict[str, Any]] = []
+        members: list[Mapping[str, Any]] = []
+        for entry in entries:
+            rooms.setdefault(entry["room"], entry["ts"])
+            if entry["kind"] == "message":
+                rows.append(
+                    {
+                        "room_id": entry["room"],
+                        "seq": entry["seq"],
+                        "sender_id": entry["user"],
+                        "content": entry["text"],
+                        "created_at": to_datetime(entry["ts"]),
+                    }
+                )
+            else:
+                members.append(entry)
+        with self.engine.begin() as conn:
+            if rooms:
+                self._insert_rooms(conn, rooms)
+            if rows:
+                self._insert_messages(conn, rows)
+            for entry in members:
+                self._apply_membership(conn, entry)
+        return len(rows)
+
+    def _insert(self, table: Any) -> Any:
+        if self._dialect == "sqlite":
+            return sqlite.insert(table)
+        if self._dialect in ("mysql", "mariadb"):
+            return mysql.insert(table)
+        raise NotImplementedError(f"unsupported database dialect: {self._dialect}")
+
+    def _insert_rooms(self, conn: Connection, rooms: Mapping[str, int]) -> None:
+        stmt = self._insert(chat_room)
+        stmt = (
+            stmt.on_conflict_do_nothing()
+            if self._dialect == "sqlite"
+            else stmt.on_duplicate_key_update(room_id=stmt.inserted.room_id)
+        )
+        conn.execute(
+            stmt, [{"room_id": r, "created_at": to_datetime(ts)} for r, ts in rooms.items()]
+        )
+
+    def _insert_messages(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        stmt = self._insert(message)
+        stmt = (
+            stmt.on_conflict_do_nothing()
+            if self._dialect == "sqlite"
+            else stmt.on_duplicate_key_update(seq=stmt.inserted.seq)  # a no-op: keep the row
+        )
+        conn.execute(stmt, rows)
+
+    def _apply_membership(self, conn: Connection, entry: Mapping[str, Any]) -> None:
+        at = to_datetime(entry["ts"])
+        key = {"room_id": entry["room"], "user_id": entry["user"]}
+        if entry["kind"] == "join":
+            stmt = self._insert(chat_participant).values(**key, joined_at=at, exited_at=None)
+            # The first join is kept; a later join only clears the exit.
+            stmt = (
+                stmt.on_conflict_do_update(
+                    index_elements=["room_id", "user_id"], set_={"exited_at": None}
+                )
+                if self._dialect == "sqlite"
+                else stmt.on_duplicate_key_update(exited_at=None)
+            )
+            conn.execute(stmt)
+        else:
+            conn.execute(
+                update(chat_participant)
+                .where(
+                    chat_participant.c.room_id == entry["room"],
+                    chat_participant.c.user_id == entry["user"],
+                )
+                .values(exited_at=at)
+            )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def history(
+        self, room: str, before: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` messages older than ``before`` (newest last), and whether more exist."""
+        query = select(message.c.seq, message.c.sender_id, message.c.content, message.c.created_at)
+        query = query.where(message.c.room_id == room)
+        if before is not None:
+            query = query.where(message.c.seq < before)
+        query = query.order_by(message.c.seq.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        more = len(rows) > limit
+        return [_message(room, row) for row in reversed(rows[:limit])], more
+
+    def after(self, room: str, since: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` messages with ``seq > since``, oldest first."""
+        query = (
+            select(message.c.seq, message.c.sender_id, message.c.content, message.c.created_at)
+            .where(message.c.room_id == room, message.c.seq > since)
+            .order_by(message.c.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_message(room, row) for row in conn.execute(query)]
+
+    def room_heads(self) -> dict[str, int]:
+        """Every stored room with its highest stored seq (0 for a room without messages)."""
+        with self.engine.connect() as conn:
+            heads = {row[0]: 0 for row in conn.execute(select(chat_room.c.room_id))}
+            query = select(message.c.room_id, func.max(message.c.seq)).group_by(message.c.room_id)
+            heads.update({row[0]: int(row[1]) for row in conn.execute(query)})
+        return heads
+
+    def count_messages(self, room: str | None = None) -> int:
+        """Number of stored messages (in one room, or in all)."""
+        query = select(func.count()).select_from(message)
+        if room is not None:
+            query = query.where(message.c.room_id == room)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def _message(room: str, row: Any) -> dict[str, Any]:
+    return events.message(room, int(row.seq), row.sender_id, row.content, to_ms(row.created_at))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets history reads run while the persister writes.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

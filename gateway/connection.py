@@ -32,6 +32,7 @@ class Connection:
         settings: Settings,
         metrics: GatewayMetrics,
         on_dirty: Callable[[Connection], None],
+        on_slow: Callable[[Connection], None],
     ) -> None:
         self.ws = ws
         self.identity = identity
@@ -46,6 +47,7 @@ class Connection:
         self._max_chars = settings.max_backlog_bytes
         self._metrics = metrics
         self._on_dirty = on_dirty
+        self._on_slow = on_slow
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -117,6 +119,7 @@ class Connection:
         ):
             self._metrics.slow_closed.inc()
             self.close(errors.SLOW_CONSUMER, "slow consumer: outbound backlog full")
+            self._on_slow(self)
             return
         outbox.append(data)
         self._outbox_chars += len(data)
@@ -135,11 +138,11 @@ class Connection:
         self._wake.set()
 
     def close(self, code: int, reason: str = "") -> None:
-        """Close with ``code``: after what is pending for 1001, at once otherwise."""
+        """Close with ``code`` after what is pending; a slow consumer's backlog is dropped."""
         if self._close is not None:
             return
         self._close = (code, reason)
-        if code != errors.GOING_AWAY:
+        if code == errors.SLOW_CONSUMER:
             self._outbox.clear()
             self._outbox_chars = 0
         self._wake.set()

@@ -38,6 +38,7 @@ class Node:
         self.metrics = metrics
         self.hub = Hub(settings.coalesce_ms / 1000, metrics)
         self.draining = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the hub's clock and the broker."""
@@ -54,6 +55,8 @@ class Node:
 
     async def close(self) -> None:
         """Stop the hub and the broker."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.hub.stop()
         await self.broker.close()
 
@@ -67,8 +70,7 @@ class Node:
 
     async def detach(self, conn: Connection) -> None:
         """Forget a closed connection: leave its rooms, stop its writer."""
-        for room in list(conn.rooms):
-            await self._leave(conn, room)
+        await self._leave_all(conn)
         self.hub.connections.discard(conn)
         self.metrics.connections.set(len(self.hub.connections))
         await conn.stop()
@@ -215,7 +217,21 @@ class Node:
             older, more = await self._store_call(
                 self.store.history, room, upper, limit - len(newest)
             )
+        if newest and older and older[-1]["seq"] != newest[0]["seq"] - 1:
+            # The store has not caught up with the log yet: never return a page with a hole.
+            return newest, True
         return older + newest, more
+
+    def evict(self, conn: Connection) -> None:
+        """Take a slow consumer out of its rooms now, before its socket is gone."""
+        task = asyncio.create_task(self._leave_all(conn), name=f"evict-{conn.user}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _leave_all(self, conn: Connection) -> None:
+        for room in list(conn.rooms):
+            if room in conn.rooms:
+                await self._leave(conn, room)
 
     async def _leave(self, conn: Connection, room: str) -> None:
         conn.rooms.pop(room, None)

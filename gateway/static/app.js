@@ -27,7 +27,7 @@
     title: $('room-title'), meta: $('room-meta'), notice: $('notice'), noticeText: $('notice-text'),
     noticeClose: $('notice-close'), scroller: $('scroller'), older: $('older-btn'),
     messages: $('messages'), empty: $('empty'), jump: $('jump-btn'), composer: $('composer'),
-    input: $('message-input'), counter: $('counter'), login: $('login'), nameForm: $('name-form'),
+    input: $('message-input'), sendBtn: $('send-btn'), counter: $('counter'), login: $('login'), nameForm: $('name-form'),
     nameInput: $('name-input'), loginError: $('login-error'),
   };
 
@@ -44,6 +44,7 @@
   let directory = []; // last GET /api/rooms answer
   let initialRooms = ['lobby'];
   let hiddenUnread = 0;
+  let liveArrived = false; // a live message was appended to the active room in this frame
 
   function newRoom(name) {
     return {
@@ -96,7 +97,7 @@
     return a;
   }
 
-  const fmtTime = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+  const fmtTime = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' });
   const fmtDay = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' });
   const fmtFull = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
   function timeEl(ts, label) {
@@ -136,7 +137,8 @@
     }
     conn.ws = ws;
     conn.id++; // a new generation: every unacked send is due again on this connection
-    ws.onopen = () => { conn.lastRx = Date.now(); startPing(); };
+    conn.lastRx = Date.now();
+    startPing(); // from now, not from `open`: a handshake that hangs also counts as dead
     ws.onmessage = (e) => { if (ws === conn.ws) onFrame(e.data); };
     ws.onclose = (e) => { if (ws === conn.ws) onClose(e.code, e.reason); };
   }
@@ -179,7 +181,7 @@
   function startPing() {
     clearInterval(conn.ping);
     conn.ping = setInterval(() => {
-      if (Date.now() - conn.lastRx > DEAD_MS) onClose(1006, 'no response');
+      if (Date.now() - conn.lastRx > DEAD_MS) onClose(1006, 'no response'); // send() no-ops until open
       else send({ type: 'ping' });
     }, PING_MS);
   }
@@ -197,16 +199,16 @@
     try { parsed = JSON.parse(data); } catch { return; }
     const events = Array.isArray(parsed) ? parsed : [parsed]; // the server may coalesce events
     const stick = atBottom();
-    const before = ui.messages.childElementCount;
+    liveArrived = false;
     for (const ev of events) {
       if (!ev || typeof ev !== 'object') continue;
       try { handle(ev); } catch (err) { console.error('chat: bad event', ev, err); }
     }
-    const active_ = rooms.get(active);
+    const cur = rooms.get(active);
     if (stick) {
-      if (active_) trim(active_); // only trim while the reader is at the bottom
+      if (cur) trim(cur); // only trim while the reader is at the bottom
       scrollToBottom();
-    } else if (ui.messages.childElementCount > before) {
+    } else if (liveArrived) {
       ui.jump.hidden = false;
     }
   }
@@ -245,7 +247,8 @@
   }
 
   function onJoined(ev) {
-    const r = rooms.get(ev.room) || addRoom(String(ev.room));
+    const r = rooms.get(ev.room);
+    if (!r) return; // we left it meanwhile (the server's `left` follows)
     const fresh = !r.everJoined;
     const since = r.joinSince;
     Object.assign(r, { joined: true, everJoined: true, joining: false, joinSince: undefined });
@@ -404,11 +407,18 @@
     saveOutbox();
   }
 
+  // One delayed re-flush for all refused sends (rather than a timer each) keeps their order.
+  let retryTimer = 0;
   function sendFailed(cid, item, code, detail) {
     item.sentOn = 0;
     if (RETRY_SEND.has(code) && ++item.tries <= 5) {
       showNotice(`${code}: ${detail} — retrying`);
-      setTimeout(() => { if (outbox.get(cid) === item) transmit(cid, item); }, 1000 * item.tries + Math.random() * 1000);
+      if (!retryTimer) {
+        retryTimer = setTimeout(() => {
+          retryTimer = 0;
+          for (const r of rooms.values()) flushOutbox(r);
+        }, 500 + 500 * item.tries);
+      }
     } else if (code === 'not_joined' && ++item.tries <= 5) {
       const r = rooms.get(item.room); // our membership was lost: rejoin, then flushOutbox re-sends
       if (r && !r.joining) { r.joined = false; sendJoin(r); }
@@ -544,6 +554,7 @@
     r.msgs.set(m.seq, m);
     if (r.name === active) {
       insertSorted(msgNode(m), m.seq);
+      liveArrived ||= live;
       if (live && document.hidden && m.user !== me) hiddenUnread++;
     } else {
       if (live && m.user !== me) r.unread++;
@@ -605,6 +616,7 @@
     ui.empty.hidden = !nothing || Boolean(r && !r.joined);
     ui.empty.textContent = r ? 'No messages yet. Say hello!' : 'Join a room to start chatting.';
     ui.input.disabled = !r;
+    ui.sendBtn.disabled = !r;
     const unread = [...rooms.values()].reduce((n, x) => n + x.unread, 0) + hiddenUnread;
     document.title = `${unread ? `(${unread}) ` : ''}${active ? `#${active} · ` : ''}Chat`;
   }
@@ -672,6 +684,7 @@
     ui.login.hidden = false;
     ui.loginError.hidden = !error;
     ui.loginError.textContent = error || '';
+    if (!ui.nameInput.value) ui.nameInput.value = wanted;
     ui.nameInput.focus();
   }
 

@@ -1,0 +1,207 @@
+"""Shared fixtures: real servers on free ports, in temp dirs, and a protocol-speaking client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll ``predicate`` (readiness of a process we started) until true or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    """GET a URL; returns (status, body) for any status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+@dataclass
+class ChatServer:
+    """A real server process (``python -m embedded`` by default) on a free port."""
+
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    module: str = "embedded"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self) -> ChatServer:
+        env = {
+            **os.environ,
+            "CHAT_HOST": "127.0.0.1",
+            "CHAT_PORT": str(self.port),
+            "CHAT_DATA_DIR": str(self.data_dir),
+            "CHAT_LOG_LEVEL": "warning",
+            **self.env,
+        }
+        self.log_path = self.data_dir / f"{self.module}-{self.port}.log"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log()}")
+            try:
+                return http_get(self.url + "/healthz", timeout=1)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(ready, what=f"{self.module} on {self.port}")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Signal the process and wait for it; returns its exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``start_server(**env)`` starts an embedded server; all are stopped at teardown."""
+    servers: list[ChatServer] = []
+
+    def start(data_dir: Path | None = None, module: str = "embedded", **env: str) -> ChatServer:
+        server = ChatServer(data_dir or tmp_path, {k.upper(): str(v) for k, v in env.items()}, module)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server: Any) -> ChatServer:
+    """One embedded server with default settings."""
+    return start_server()
+
+
+OPEN_CLIENTS: list[Client] = []  # closed by the ``close_clients`` fixture after each test
+
+
+class Client:
+    """A protocol client: flattens array frames into events and keeps the raw frames."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[Any] = []
+        self._pending: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, url: str, **kwargs: Any) -> Client:
+        kwargs.setdefault("max_size", None)
+        client = cls(await websockets.connect(url, **kwargs))
+        OPEN_CLIENTS.append(client)
+        return client
+
+    async def send(self, **event: Any) -> None:
+        await self.ws.send(orjson.dumps(event).decode())
+
+    async def next(self, timeout: float = 10) -> dict[str, Any]:
+        """The next event, whatever it is."""
+        while not self._pending:
+            frame = orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            self.frames.append(frame)
+            self._pending.extend(frame if isinstance(frame, list) else [frame])
+        return self._pending.pop(0)
+
+    async def expect(self, kind: str, timeout: float = 10, **match: Any) -> dict[str, Any]:
+        """Skip events until one of type ``kind`` whose fields equal ``match``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError(f"no {kind} {match} within {timeout}s")
+            event = await self.next(left)
+            if event["type"] == kind and all(event.get(k) == v for k, v in match.items()):
+                return event
+
+    async def messages(self, room: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        """The next ``count`` message events of ``room`` (other events skipped)."""
+        return [await self.expect("message", timeout, room=room) for _ in range(count)]
+
+    async def closed(self, timeout: float = 10) -> int:
+        """Read until the server closes; returns the close code."""
+        try:
+            while True:
+                await asyncio.wait_for(self.ws.recv(), timeout)
+        except websockets.ConnectionClosed as exc:
+            assert exc.rcvd is not None, "closed without a close frame"
+            return exc.rcvd.code
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def join(server: ChatServer, user: str, *rooms: str, **kwargs: Any) -> Client:
+    """Connect as ``user``, read hello, join ``rooms`` and read each ``joined``."""
+    client = await Client.connect(f"{server.ws_url}?user={user}", **kwargs)
+    hello = await client.expect("hello")
+    assert hello["user"] == user
+    for room in rooms:
+        await client.send(type="join", room=room)
+        await client.expect("joined", room=room)
+    return client

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from gateway.broker import Deliver, Published, RoomLog
@@ -30,8 +31,10 @@ class MemoryBroker:
         cid_window_s: float,
         stream: MemoryStream | None = None,
         store: Store | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._clock = clock
         self._seq: dict[str, int] = {}
         self._logs: dict[str, deque[dict[str, Any]]] = {}
         self._log_size = log_size
@@ -59,7 +62,7 @@ class MemoryBroker:
         return None
 
     async def publish(self, room: str, user: str, text: str, cid: str | None) -> Published:
-        now = time.monotonic()
+        now = self._clock()
         self._expire_cids(now)
         if cid is not None:
             known = self._cids.get((room, user, cid))

@@ -23,7 +23,7 @@ class TokenBucket:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        if self._tokens >= 1.0:
+        if self._tokens >= 1.0 - 1e-9:  # float dust must not refuse an on-time sender
             self._tokens -= 1.0
             return True
         return False

@@ -124,7 +124,8 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
     servers: list[ChatServer] = []
 
     def start(data_dir: Path | None = None, module: str = "embedded", **env: str) -> ChatServer:
-        server = ChatServer(data_dir or tmp_path, {k.upper(): str(v) for k, v in env.items()}, module)
+        env = {k.upper(): str(v) for k, v in env.items()}
+        server = ChatServer(data_dir or tmp_path, env, module)
         servers.append(server)
         return server.start()
 

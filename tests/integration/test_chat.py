@@ -144,8 +144,13 @@ async def test_guest_name_assigned(server: ChatServer) -> None:
     assert hello["user"].startswith("guest-") and hello["auth"] == "anonymous"
     assert hello["limits"]["max_text_chars"] == 4000
     assert set(hello["limits"]) == {
-        "max_frame_bytes", "max_text_chars", "max_rooms", "rate_per_s", "rate_burst",
-        "max_backlog_events", "max_backlog_bytes",
+        "max_frame_bytes",
+        "max_text_chars",
+        "max_rooms",
+        "rate_per_s",
+        "rate_burst",
+        "max_backlog_events",
+        "max_backlog_bytes",
     }
 
 

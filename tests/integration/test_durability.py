@@ -41,7 +41,8 @@ async def test_graceful_shutdown_closes_1001_and_flushes_everything(
     assert rows == [(n + 1, "alice", f"m{n}") for n in range(50)]
     with sqlite3.connect(tmp_path / "chat.db") as db:
         member = db.execute(
-            "SELECT exited_at IS NOT NULL FROM chat_participant WHERE room_id='keep' AND user_id='alice'"
+            "SELECT exited_at IS NOT NULL FROM chat_participant"
+            " WHERE room_id = 'keep' AND user_id = 'alice'"
         ).fetchone()
     assert member == (1,)
 

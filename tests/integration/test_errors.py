@@ -30,7 +30,10 @@ pytestmark = pytest.mark.anyio
         ('{"type": "send", "room": "lobby", "text": "   "}', "bad_request"),
         ('{"type": "send", "room": "lobby", "text": 12}', "bad_request"),
         ('{"type": "send", "room": "lobby", "text": "' + "x" * 4001 + '"}', "too_large"),
-        ('{"type": "send", "room": "lobby", "text": "hi", "cid": "' + "c" * 65 + '"}', "bad_request"),
+        (
+            '{"type": "send", "room": "lobby", "text": "hi", "cid": "' + "c" * 65 + '"}',
+            "bad_request",
+        ),
         ('{"type": "history", "room": "lobby", "limit": 101}', "bad_request"),
         ('{"type": "history", "room": "lobby", "before": true}', "bad_request"),
         ('{"type": "leave", "room": "never"}', "not_joined"),

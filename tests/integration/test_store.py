@@ -1,0 +1,79 @@
+"""The store against a real database: idempotent batches, history pages, membership rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from shared.store import Store, to_ms
+from shared.tables import chat_participant, chat_room
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
+    store.create_schema()
+    store.create_schema()  # idempotent
+    yield store
+    store.close()
+
+
+def msg(room: str, seq: int, text: str = "t", ts: int = 1_700_000_000_123) -> dict[str, object]:
+    return {"kind": "message", "room": room, "seq": seq, "user": "u", "text": text, "ts": ts}
+
+
+def test_batches_are_idempotent(store: Store) -> None:
+    store.write([msg("a", 1), msg("a", 2), msg("b", 1)])
+    store.write([msg("a", 2, "replayed"), msg("a", 3)])  # a redelivery overlapping the last batch
+    assert store.count_messages() == 4
+    assert [m["text"] for m in store.after("a", 0, 10)] == ["t", "t", "t"]
+    assert store.room_heads() == {"a": 3, "b": 1}
+
+
+def test_text_and_time_round_trip(store: Store) -> None:
+    hostile = "'; DROP TABLE message; -- <script>alert(1)</script> \u0000? 😀 \u202e"
+    store.write([msg("a", 1, hostile, ts=1_700_000_000_987)])
+    [stored] = store.after("a", 0, 1)
+    assert stored == {
+        "type": "message",
+        "room": "a",
+        "seq": 1,
+        "user": "u",
+        "text": hostile,
+        "ts": 1_700_000_000_987,
+    }
+
+
+def test_rooms_are_case_sensitive(store: Store) -> None:
+    store.write([msg("Lobby", 1, "upper"), msg("lobby", 1, "lower")])
+    assert store.after("Lobby", 0, 5)[0]["text"] == "upper"
+    assert store.after("lobby", 0, 5)[0]["text"] == "lower"
+
+
+def test_history_pages(store: Store) -> None:
+    store.write([msg("h", n, f"m{n}") for n in range(1, 8)])
+    page, more = store.history("h", None, 3)
+    assert [m["seq"] for m in page] == [5, 6, 7] and more
+    page, more = store.history("h", 5, 3)
+    assert [m["seq"] for m in page] == [2, 3, 4] and more
+    page, more = store.history("h", 2, 3)
+    assert [m["seq"] for m in page] == [1] and not more
+    assert store.history("none", None, 3) == ([], False)
+
+
+def test_membership(store: Store) -> None:
+    store.write([{"kind": "join", "room": "m", "user": "alice", "ts": 1000}])
+    store.write([{"kind": "leave", "room": "m", "user": "alice", "ts": 2000}])
+    store.write([{"kind": "join", "room": "m", "user": "alice", "ts": 3000}])
+    with store.engine.connect() as conn:
+        row = conn.execute(select(chat_participant)).one()
+        rooms = conn.execute(select(chat_room.c.room_id)).scalars().all()
+    # The first join is kept; rejoining clears the exit.
+    assert to_ms(row.joined_at) == 1000
+    assert row.exited_at is None
+    assert rooms == ["m"]

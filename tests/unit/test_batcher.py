@@ -1,0 +1,51 @@
+"""Flush at size or after the interval, whichever first."""
+
+from __future__ import annotations
+
+from persister.batcher import Batcher
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_flush_by_size() -> None:
+    batcher: Batcher[int] = Batcher(3, 1.0, Clock())
+    batcher.add([1, 2])
+    assert not batcher.due() and batcher.room() == 1
+    batcher.add([3, 4])
+    assert batcher.due()
+    assert batcher.take() == [1, 2, 3]
+    assert batcher.take() == [4]
+    assert batcher.take() == []
+
+
+def test_flush_by_time_counts_from_first_item() -> None:
+    clock = Clock()
+    batcher: Batcher[int] = Batcher(100, 1.0, clock)
+    assert not batcher.due() and batcher.time_left() == 1.0
+    clock.now = 5.0
+    batcher.add([1])
+    clock.now = 5.6
+    batcher.add([2])
+    assert not batcher.due() and abs(batcher.time_left() - 0.4) < 1e-9
+    clock.now = 6.0
+    assert batcher.due() and batcher.time_left() == 0
+    assert batcher.peek() == 1
+    assert batcher.take() == [1, 2] and batcher.peek() is None
+
+
+def test_leftover_starts_a_new_window() -> None:
+    clock = Clock()
+    batcher: Batcher[int] = Batcher(2, 1.0, clock)
+    batcher.add([1, 2, 3])
+    clock.now = 0.5
+    assert batcher.take() == [1, 2]
+    clock.now = 1.2
+    assert not batcher.due()  # the leftover's window opened at 0.5
+    clock.now = 1.5
+    assert batcher.due()

@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from gateway import endpoints
 from gateway.broker import Broker
 from gateway.broker_memory import MemoryBroker
+from gateway.broker_redis import RedisBroker
 from gateway.node import Node
 from shared.config import Settings
 from shared.metrics import GatewayMetrics
@@ -39,6 +40,7 @@ def build_node(
 ) -> Node:
     """A node with the broker and store the settings ask for (nothing connects yet)."""
     store = Store(settings.database_url)
+    metrics = GatewayMetrics(registry)
     broker: Broker
     if settings.broker == "memory":
         broker = MemoryBroker(
@@ -48,8 +50,8 @@ def build_node(
             store=store,
         )
     else:
-        raise NotImplementedError("the redis broker is not built yet")
-    return Node(settings, broker, store, GatewayMetrics(registry), writes_store=writes_store)
+        broker = RedisBroker(settings, store, metrics)
+    return Node(settings, broker, store, metrics, writes_store=writes_store)
 
 
 def create_app(

@@ -20,7 +20,6 @@ class RoomLog:
 
     last_seq: int
     messages: list[dict[str, Any]] = field(default_factory=list)
-    first_seq: int = 0  # lowest seq the broker holds for the room (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +38,9 @@ class Broker(Protocol):
     async def ping(self) -> None:
         """Raise if the broker cannot be reached."""
 
+    def healthy(self) -> bool:
+        """Whether live events can flow right now (the subscriber is connected)."""
+
     async def publish(self, room: str, user: str, text: str, cid: str | None) -> Published:
         """Assign the next seq, log, queue for storage and fan out, atomically."""
 
@@ -48,6 +50,9 @@ class Broker(Protocol):
 
     async def recent(self, room: str, since: int | None, limit: int) -> RoomLog:
         """Messages after ``since`` (or the latest ``limit`` when ``since`` is None)."""
+
+    async def older(self, room: str, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` logged messages with ``seq < before`` (newest last)."""
 
     async def presence_join(self, room: str, user: str) -> None: ...
 

@@ -61,6 +61,9 @@ class MemoryBroker:
     async def ping(self) -> None:
         return None
 
+    def healthy(self) -> bool:
+        return True
+
     async def publish(self, room: str, user: str, text: str, cid: str | None) -> Published:
         now = self._clock()
         self._expire_cids(now)
@@ -80,9 +83,7 @@ class MemoryBroker:
             self._cids[(room, user, cid)] = msg
             self._cid_expiry.append((now + self._cid_window_s, (room, user, cid)))
         if self._stream is not None:
-            self._stream.append(
-                {"kind": "message", "room": room, "seq": seq, "user": user, "text": text, "ts": ts}
-            )
+            self._stream.append(msg)
         self._fan_out(room, seq, msg)
         return Published(msg, duplicate=False)
 
@@ -103,12 +104,15 @@ class MemoryBroker:
 
     async def recent(self, room: str, since: int | None, limit: int) -> RoomLog:
         log = self._logs.get(room, ())
-        first = log[0]["seq"] if log else 0
         if since is None:
             messages = list(log)[-limit:] if limit else []
         else:
             messages = [m for m in log if m["seq"] > since]
-        return RoomLog(self._seq.get(room, 0), messages, first)
+        return RoomLog(self._seq.get(room, 0), messages)
+
+    async def older(self, room: str, before: int | None, limit: int) -> list[dict[str, Any]]:
+        log = self._logs.get(room, ())
+        return [m for m in log if before is None or m["seq"] < before][-limit:]
 
     async def presence_join(self, room: str, user: str) -> None:
         users = self._presence.setdefault(room, Counter())
@@ -131,7 +135,7 @@ class MemoryBroker:
 
     def _membership(self, kind: str, room: str, user: str) -> None:
         if self._stream is not None:
-            self._stream.append({"kind": kind, "room": room, "user": user, "ts": events.now_ms()})
+            self._stream.append({"type": kind, "room": room, "user": user, "ts": events.now_ms()})
 
     async def members(self, room: str) -> list[str]:
         return sorted(self._presence.get(room, ()))

@@ -39,6 +39,7 @@ class Node:
         self.hub = Hub(settings.coalesce_ms / 1000, metrics)
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
+        metrics.broker_up.set_function(lambda: 1.0 if broker.healthy() else 0.0)
 
     async def start(self) -> None:
         """Start the hub's clock and the broker."""
@@ -90,6 +91,10 @@ class Node:
                 await self._leave(conn, cmd.room)
                 conn.push(events.encode({"type": "left", "room": cmd.room}))
             elif isinstance(cmd, events.History):
+                if not conn.identity.may_join(cmd.room):
+                    raise ProtocolError(
+                        errors.FORBIDDEN_ROOM, "the token does not allow this room", room=cmd.room
+                    )
                 messages, more = await self.history(
                     cmd.room, cmd.before, cmd.limit or self.settings.history_limit
                 )
@@ -206,8 +211,7 @@ class Node:
         self, room: str, before: int | None, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
         """Up to ``limit`` messages before ``before``, newest last: broker log, then store."""
-        recent = await self.broker.recent(room, 0, 0)
-        newest = [m for m in recent.messages if before is None or m["seq"] < before][-limit:]
+        newest = await self.broker.older(room, before, limit)
         if len(newest) == limit:
             return newest, newest[0]["seq"] > 1
         older: list[dict[str, Any]] = []

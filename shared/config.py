@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     persist_mode: Literal["async", "sync"] = "async"
     auth_secret: str = ""  # empty: anonymous mode
     shards: int = Field(default=16, ge=1)
+    presence_ttl_s: float = Field(default=30.0, gt=0)  # a crashed gateway's users vanish after this
 
     # Persister batching.
     batch_size: int = Field(default=200, ge=1)

@@ -44,3 +44,29 @@ def presence(room: str, shards: int) -> str:
 def persist(shard: int) -> str:
     """The shard's persist stream, read by the persister consumer group."""
     return f"{PREFIX}:{{s{shard}}}:persist"
+
+
+def cid(room: str, user: str, client_id: str, shards: int) -> str:
+    """String key remembering a sent ``cid`` (the original event) for the idempotency window."""
+    return f"{_tag(room, shards)}:cid:{room}#{user}#{client_id}"
+
+
+def presence_user(room: str, user: str, shards: int) -> str:
+    """Sorted set of the gateways (score: expiry ms) where ``user`` is in ``room``.
+
+    ``#`` cannot occur in a room name, so no room's keys collide with another's.
+    """
+    return f"{presence(room, shards)}#{user}"
+
+
+def room_in(key: str) -> str | None:
+    """The room named by a ``seq`` or ``presence`` key (None for other keys), for SCAN."""
+    for kind in (":seq:", ":presence:"):
+        _, found, room = key.partition(kind)
+        if found and "#" not in room:
+            return room
+    return None
+
+
+# SCAN patterns that find every room: those with messages, and those with someone online.
+ROOM_PATTERNS = (f"{PREFIX}:*:seq:*", f"{PREFIX}:*:presence:*")

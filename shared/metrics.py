@@ -29,6 +29,12 @@ class GatewayMetrics:
         self.slow_closed = Counter(
             "chat_slow_consumers_closed", "Connections closed 4008 (slow)", registry=registry
         )
+        self.broker_up = Gauge(
+            "chat_broker_up", "1 while the broker subscriber is connected", registry=registry
+        )
+        self.broker_reconnects = Counter(
+            "chat_broker_reconnects", "Times the broker subscriber reconnected", registry=registry
+        )
         self.errors = Counter(
             "chat_protocol_errors", "error events sent", ["code"], registry=registry
         )

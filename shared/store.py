@@ -63,8 +63,8 @@ class Store:
     def write(self, entries: Iterable[Mapping[str, Any]]) -> int:
         """Apply persist entries in one transaction; returns the number of message entries.
 
-        Entries are ``{"kind": "message", room, seq, user, text, ts}`` or
-        ``{"kind": "join" | "leave", room, user, ts}``. Replaying a batch is a no-op: messages
+        Entries are ``{"type": "message", room, seq, user, text, ts}`` or
+        ``{"type": "join" | "leave", room, user, ts}``. Replaying a batch is a no-op: messages
         are unique on ``(room_id, seq)``.
         """
         rooms: dict[str, int] = {}
@@ -72,7 +72,7 @@ class Store:
         members: list[Mapping[str, Any]] = []
         for entry in entries:
             rooms.setdefault(entry["room"], entry["ts"])
-            if entry["kind"] == "message":
+            if entry["type"] == "message":
                 rows.append(
                     {
                         "room_id": entry["room"],
@@ -123,7 +123,7 @@ class Store:
     def _apply_membership(self, conn: Connection, entry: Mapping[str, Any]) -> None:
         at = to_datetime(entry["ts"])
         key = {"room_id": entry["room"], "user_id": entry["user"]}
-        if entry["kind"] == "join":
+        if entry["type"] == "join":
             stmt = self._insert(chat_participant).values(**key, joined_at=at, exited_at=None)
             # The first join is kept; a later join only clears the exit.
             stmt = (
@@ -170,6 +170,12 @@ class Store:
         )
         with self.engine.connect() as conn:
             return [_message(room, row) for row in conn.execute(query)]
+
+    def last_seq(self, room: str) -> int:
+        """The highest stored seq of a room (0 when it has none)."""
+        query = select(func.max(message.c.seq)).where(message.c.room_id == room)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one() or 0)
 
     def room_heads(self) -> dict[str, int]:
         """Every stored room with its highest stored seq (0 for a room without messages)."""

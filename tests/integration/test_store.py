@@ -24,7 +24,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def msg(room: str, seq: int, text: str = "t", ts: int = 1_700_000_000_123) -> dict[str, object]:
-    return {"kind": "message", "room": room, "seq": seq, "user": "u", "text": text, "ts": ts}
+    return {"type": "message", "room": room, "seq": seq, "user": "u", "text": text, "ts": ts}
 
 
 def test_batches_are_idempotent(store: Store) -> None:
@@ -67,9 +67,9 @@ def test_history_pages(store: Store) -> None:
 
 
 def test_membership(store: Store) -> None:
-    store.write([{"kind": "join", "room": "m", "user": "alice", "ts": 1000}])
-    store.write([{"kind": "leave", "room": "m", "user": "alice", "ts": 2000}])
-    store.write([{"kind": "join", "room": "m", "user": "alice", "ts": 3000}])
+    store.write([{"type": "join", "room": "m", "user": "alice", "ts": 1000}])
+    store.write([{"type": "leave", "room": "m", "user": "alice", "ts": 2000}])
+    store.write([{"type": "join", "room": "m", "user": "alice", "ts": 3000}])
     with store.engine.connect() as conn:
         row = conn.execute(select(chat_participant)).one()
         rooms = conn.execute(select(chat_room.c.room_id)).scalars().all()

@@ -50,7 +50,7 @@ async def test_recent_log_is_capped() -> None:
     for n in range(8):
         await broker.publish("r", "u", str(n), None)
     log = await broker.recent("r", 0, 50)
-    assert [m["seq"] for m in log.messages] == [4, 5, 6, 7, 8] and log.first_seq == 4
+    assert [m["seq"] for m in log.messages] == [4, 5, 6, 7, 8]
     assert [m["seq"] for m in (await broker.recent("r", None, 2)).messages] == [7, 8]
     assert [m["seq"] for m in (await broker.recent("r", 6, 50)).messages] == [7, 8]
 
@@ -83,7 +83,7 @@ async def test_persist_entries_and_presence() -> None:
     assert await broker.members("r") == ["alice"]
     await broker.presence_leave("r", "alice")
     assert await broker.members("r") == []
-    kinds = [e["kind"] for _, e in await stream.read(10, 0)]
+    kinds = [e["type"] for _, e in await stream.read(10, 0)]
     assert kinds == ["join", "message", "leave"]
     presence = [d for _, s, d in delivered if s == 0]
     assert presence == [

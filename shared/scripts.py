@@ -1,0 +1,106 @@
+"""Server-side Lua scripts: each runs atomically and touches the keys of one room (one slot).
+
+Loaded once and called by SHA (redis-py ``Script`` reloads them after a Redis restart).
+"""
+
+from __future__ import annotations
+
+# KEYS: 1 seq, 2 log, 3 persist stream, 4 cid key
+# ARGV: 1 event body without its closing brace (orjson-encoded by the gateway),
+#       2 channel, 3 log size, 4 cid window (s) or "" when no cid, 5 sharded pub/sub ("1"/"0")
+# Returns {0, event} for a new message, {1, event} for a known cid, {2} when the room's seq key
+# is missing (the caller seeds it from the database, then calls again).
+PUBLISH = """
+if ARGV[4] ~= '' then
+  local known = redis.call('GET', KEYS[4])
+  if known then return {1, known} end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
+local seq = redis.call('INCR', KEYS[1])
+local now = redis.call('TIME')
+local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+local event = ARGV[1] .. ',"seq":' .. seq .. ',"ts":' .. ms .. '}'
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-1', 'e', event)
+redis.call('XADD', KEYS[3], '*', 'e', event)
+if ARGV[4] ~= '' then redis.call('SET', KEYS[4], event, 'EX', ARGV[4]) end
+if ARGV[5] == '1' then
+  redis.call('SPUBLISH', ARGV[2], event)
+else
+  redis.call('PUBLISH', ARGV[2], event)
+end
+return {0, event}
+"""
+
+# Presence: KEYS 1 = room hash (user -> expiry ms), 2 = the user's gateways (zset, score expiry),
+#           3 = persist stream.
+# ARGV: 1 user, 2 gateway id, 3 expiry ms, 4 channel, 5 "join"|"leave", 6 sharded ("1"/"0"),
+#       7 room name
+# Publishes a presence event and queues a membership entry only when the user's presence in the
+# room really changes (first gateway in, last gateway out). Returns 1 if it changed.
+PRESENCE = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms)
+local before = redis.call('ZCARD', KEYS[2])
+if ARGV[5] == 'join' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  if before > 0 then return 0 end
+else
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  if before == 0 or redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+local user = cjson.encode(ARGV[1])
+local room = cjson.encode(ARGV[7])
+local joined, left = '[]', '[]'
+if ARGV[5] == 'join' then joined = '[' .. user .. ']' else left = '[' .. user .. ']' end
+local event = '{"type":"presence","room":' .. room .. ',"joined":' .. joined ..
+  ',"left":' .. left .. '}'
+if ARGV[6] == '1' then
+  redis.call('SPUBLISH', ARGV[4], event)
+else
+  redis.call('PUBLISH', ARGV[4], event)
+end
+redis.call('XADD', KEYS[3], '*', 'e',
+  '{"type":"' .. ARGV[5] .. '","room":' .. room .. ',"user":' .. user .. ',"ts":' .. ms .. '}')
+return 1
+"""
+
+# Expire the presence of users whose gateways all stopped refreshing (a crashed gateway).
+# KEYS: 1 room hash, 2 persist stream; ARGV: 1 channel, 2 sharded, 3 room name,
+#       4 zset key prefix (the user's zset key is prefix .. user)
+# Returns the number of users expired.
+SWEEP = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local fields = redis.call('HGETALL', KEYS[1])
+local gone = {}
+for i = 1, #fields, 2 do
+  if tonumber(fields[i + 1]) <= ms then
+    local zset = ARGV[4] .. fields[i]
+    redis.call('ZREMRANGEBYSCORE', zset, '-inf', ms)
+    if redis.call('ZCARD', zset) == 0 then
+      redis.call('HDEL', KEYS[1], fields[i])
+      table.insert(gone, fields[i])
+    end
+  end
+end
+if #gone == 0 then return 0 end
+local room = cjson.encode(ARGV[3])
+local names = {}
+for i, user in ipairs(gone) do
+  names[i] = cjson.encode(user)
+  redis.call('XADD', KEYS[2], '*', 'e',
+    '{"type":"leave","room":' .. room .. ',"user":' .. names[i] .. ',"ts":' .. ms .. '}')
+end
+local event = '{"type":"presence","room":' .. room .. ',"joined":[],"left":[' ..
+  table.concat(names, ',') .. ']}'
+if ARGV[2] == '1' then
+  redis.call('SPUBLISH', ARGV[1], event)
+else
+  redis.call('PUBLISH', ARGV[1], event)
+end
+return #gone
+"""

@@ -1,0 +1,163 @@
+"""Gateways that share rooms through a real Redis: cross-gateway delivery, order, recovery,
+idempotency across gateways, Redis restarts and presence across gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.store import Store
+from tests.conftest import ChatServer, Client, RedisServer, http_get, join, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def start_gateways(start_server: Any, redis_server: RedisServer, tmp_path: Path) -> Any:
+    """``start_gateways(n, **env)``: n ``python -m gateway`` processes on one Redis."""
+    store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
+    store.create_schema()  # the persister's job in a real deployment
+    store.close()
+
+    def start(n: int, **env: Any) -> list[ChatServer]:
+        env.setdefault("chat_broker", "redis")
+        env.setdefault("chat_redis_url", redis_server.url)
+        return [start_server(module="gateway", chat_gateway_id=f"gw{i}", **env) for i in range(n)]
+
+    return start
+
+
+async def test_messages_cross_gateways_in_one_order(start_gateways: Any) -> None:
+    gateways = start_gateways(3)
+    clients = [await join(gw, f"user{i}", "shared") for i, gw in enumerate(gateways)]
+    hellos = {c.frames[0]["gateway"] if isinstance(c.frames[0], dict) else None for c in clients}
+    assert hellos == {"gw0", "gw1", "gw2"}
+
+    async def talk(client: Client, i: int) -> None:
+        for n in range(20):
+            await client.send(type="send", room="shared", text=f"{i}:{n}", cid=f"{i}-{n}")
+
+    await asyncio.gather(*(talk(c, i) for i, c in enumerate(clients)))
+    seen = [await c.messages("shared", 60) for c in clients]
+    for messages in seen:
+        assert [m["seq"] for m in messages] == list(range(1, 61))
+        assert [(m["user"], m["text"]) for m in messages] == [
+            (m["user"], m["text"]) for m in seen[0]
+        ]
+    # 100% crossed: every client saw every other gateway's 20 messages.
+    for i in range(3):
+        assert sum(1 for m in seen[i] if m["user"] != f"user{i}") == 40
+
+
+async def test_memory_broker_does_not_cross(start_server: Any) -> None:
+    gateways = [start_server(module="gateway", chat_broker="memory") for _ in range(3)]
+    clients = [await join(gw, f"user{i}", "shared") for i, gw in enumerate(gateways)]
+    for i, client in enumerate(clients):
+        await client.send(type="send", room="shared", text=f"from {i}")
+    for i, client in enumerate(clients):
+        [own] = await client.messages("shared", 1)
+        assert own["text"] == f"from {i}" and own["seq"] == 1
+        await client.send(type="ping")
+        # Nothing else arrives before the pong: 0% crossed.
+        event = await client.next()
+        while event["type"] == "presence":
+            event = await client.next()
+        assert event["type"] == "pong"
+
+
+async def test_recovery_on_another_gateway(start_gateways: Any) -> None:
+    a, b, c = start_gateways(3)
+    alice = await join(a, "alice", "travel")
+    bob = await join(b, "bob", "travel")
+    for n in range(3):
+        await bob.send(type="send", room="travel", text=f"seen {n}")
+    last = (await alice.messages("travel", 3))[-1]["seq"]
+    await alice.close()
+    for n in range(5):
+        await bob.send(type="send", room="travel", text=f"missed {n}")
+    await bob.messages("travel", 8)
+    alice = await join(c, "alice")
+    await alice.send(type="join", room="travel", since=last)
+    joined = await alice.expect("joined", room="travel")
+    assert joined["recovered"] and [m["text"] for m in joined["messages"]] == [
+        f"missed {n}" for n in range(5)
+    ]
+    assert joined["members"] == ["alice", "bob"]
+
+
+async def test_cid_resend_on_another_gateway_is_not_duplicated(start_gateways: Any) -> None:
+    a, b = start_gateways(2)
+    watcher = await join(b, "watcher", "idem")
+    alice = await join(a, "alice", "idem")
+    await alice.send(type="send", room="idem", text="once", cid="retry-me")
+    original = await alice.expect("message", room="idem")
+    await alice.close()
+    alice = await join(b, "alice", "idem")
+    await alice.send(type="send", room="idem", text="once", cid="retry-me")
+    again = await alice.expect("message", room="idem")
+    assert again["seq"] == original["seq"] and again["cid"] == "retry-me"
+    await alice.send(type="send", room="idem", text="next")
+    assert [m["seq"] for m in await watcher.messages("idem", 2)] == [1, 2]
+
+
+async def test_redis_restart(start_gateways: Any, redis_server: RedisServer) -> None:
+    a, b = start_gateways(2)
+    alice = await join(a, "alice", "storm")
+    bob = await join(b, "bob", "storm")
+    for n in range(5):
+        await alice.send(type="send", room="storm", text=f"before {n}")
+    await bob.messages("storm", 5)
+
+    await asyncio.to_thread(redis_server.stop)
+    for gw in (a, b):
+        await asyncio.to_thread(
+            wait_until, lambda gw=gw: http_get(gw.url + "/readyz")[0] == 503, 20, "readyz 503"
+        )
+    status, body = http_get(a.url + "/readyz")
+    assert b"redis" in body
+    await alice.send(type="send", room="storm", text="lost?", cid="during")
+    error = await alice.expect("error")
+    assert (error["code"], error["cid"]) == ("unavailable", "during")
+
+    await asyncio.to_thread(redis_server.start)
+    await asyncio.to_thread(
+        wait_until, lambda: http_get(a.url + "/readyz")[0] == 200, 20, "gateway a ready"
+    )
+    # a publishes as soon as it is back, whether or not b's subscriber has reconnected yet:
+    # b must deliver everything, from its log replay or live.
+    for n in range(5):
+        await alice.send(type="send", room="storm", text=f"after {n}")
+    after = await bob.messages("storm", 5, timeout=30)
+    assert [m["seq"] for m in after] == [6, 7, 8, 9, 10]
+    assert [m["text"] for m in after] == [f"after {n}" for n in range(5)]
+    await asyncio.to_thread(
+        wait_until, lambda: http_get(b.url + "/readyz")[0] == 200, 20, "gateway b ready"
+    )
+    _, metrics = http_get(b.url + "/metrics")
+    assert b"chat_broker_up 1.0" in metrics and b"chat_broker_reconnects_total 1.0" in metrics
+
+
+async def test_presence_across_gateways_and_crash_expiry(start_gateways: Any) -> None:
+    a, b = start_gateways(2, chat_presence_ttl_s=1.5)
+    alice = await join(a, "alice", "who")
+    bob = await Client.connect(f"{b.ws_url}?user=bob&room=who")
+    joined = await bob.expect("joined", room="who")
+    assert joined["members"] == ["alice", "bob"]
+    await alice.expect("presence", room="who", joined=["bob"])
+    status, body = http_get(b.url + "/api/rooms")
+    assert {"room": "who", "online": 2, "last_seq": 0} in orjson.loads(body)
+    # A second connection of alice on b: still one alice, and leaving it announces nothing.
+    alice2 = await join(b, "alice", "who")
+    await alice2.send(type="leave", room="who")
+    await alice2.expect("left", room="who")
+    # Gateway a dies without a word: alice disappears within the presence TTL.
+    a.stop(signal.SIGKILL)
+    left = await bob.expect("presence", room="who", timeout=15, joined=[])
+    assert left["left"] == ["alice"]
+    await bob.send(type="join", room="who", since=0)
+    assert (await bob.expect("joined", room="who"))["members"] == ["bob"]

@@ -118,7 +118,7 @@ async def test_redis_restart(start_gateways: Any, redis_server: RedisServer) -> 
         await asyncio.to_thread(
             wait_until, lambda gw=gw: http_get(gw.url + "/readyz")[0] == 503, 20, "readyz 503"
         )
-    status, body = http_get(a.url + "/readyz")
+    _status, body = http_get(a.url + "/readyz")
     assert b"redis" in body
     await alice.send(type="send", room="storm", text="lost?", cid="during")
     error = await alice.expect("error")
@@ -149,7 +149,7 @@ async def test_presence_across_gateways_and_crash_expiry(start_gateways: Any) ->
     joined = await bob.expect("joined", room="who")
     assert joined["members"] == ["alice", "bob"]
     await alice.expect("presence", room="who", joined=["bob"])
-    status, body = http_get(b.url + "/api/rooms")
+    _status, body = http_get(b.url + "/api/rooms")
     assert {"room": "who", "online": 2, "last_seq": 0} in orjson.loads(body)
     # A second connection of alice on b: still one alice, and leaving it announces nothing.
     alice2 = await join(b, "alice", "who")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from persister.batcher import Batcher
@@ -35,6 +36,8 @@ class Worker:
         flush_interval_s: float,
         poll_s: float = 0.25,
         max_backoff_s: float = 5.0,
+        drain_on_stop: bool = False,
+        before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.source = source
         self.store = store
@@ -43,12 +46,19 @@ class Worker:
         self._poll_s = poll_s
         self._max_backoff_s = max_backoff_s
         self._stopping = False
+        # An in-process source dies with the process: drain it. Redis keeps what is not read.
+        self._drain_on_stop = drain_on_stop
+        self._before_start = before_start
         self._task: asyncio.Task[None] | None = None
         self.healthy = True  # False while writes are failing
+        self.source_ok = True  # False while the source cannot be read
+        self._observed = 0.0
 
     async def start(self) -> None:
         """Create the tables if needed and start the loop."""
         await asyncio.to_thread(self.store.create_schema)
+        if self._before_start is not None:
+            await self._before_start()
         self._task = asyncio.create_task(self.run(), name="persister")
 
     async def stop(self) -> None:
@@ -60,16 +70,30 @@ class Worker:
 
     async def run(self) -> None:
         """Until stopped: read, flush when due. On stop: drain the source, flush, return."""
+        backoff = 0.05
         while not self._stopping:
             timeout = min(self.batcher.time_left(), self._poll_s)
-            self.batcher.add(await self.source.read(self.batcher.room() or 1, timeout))
-            self._observe()
+            try:
+                self.batcher.add(await self.source.read(self.batcher.room() or 1, timeout))
+                backoff = 0.05
+            except Exception as exc:
+                # The source (Redis) is unreachable: what was read stays pending there.
+                self.source_ok = False
+                log.warning("cannot read the persist stream (%r); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+                continue
+            self.source_ok = True
+            await self._observe()
             if self.batcher.due():
                 await self.flush()
-        while batch := await self.source.read(self.batcher.size, 0):
-            self.batcher.add(batch)
-            if self.batcher.room() == 0:
-                await self.flush()
+        try:
+            while self._drain_on_stop and (batch := await self.source.read(self.batcher.size, 0)):
+                self.batcher.add(batch)
+                if self.batcher.room() == 0:
+                    await self.flush()
+        except Exception as exc:
+            log.warning("cannot drain the source at shutdown: %r", exc)
         while len(self.batcher):
             await self.flush()
 
@@ -97,11 +121,21 @@ class Worker:
         self.metrics.insert_latency.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
         self.metrics.rows_written.inc(written)
-        await self.source.ack([entry_id for entry_id, _ in batch])
-        self._observe()
+        try:
+            await self.source.ack([entry_id for entry_id, _ in batch])
+        except Exception as exc:
+            # Stored but not acknowledged: redelivered later, and the unique key makes it a no-op.
+            log.warning("acknowledging %d entries failed: %r", len(batch), exc)
+        await self._observe()
 
-    def _observe(self) -> None:
-        self.metrics.backlog.set(self.source.backlog())
+    async def _observe(self) -> None:
+        now = time.monotonic()
+        if now - self._observed >= 1.0:
+            self._observed = now
+            try:
+                self.metrics.backlog.set(await self.source.backlog())
+            except Exception as exc:
+                log.warning("cannot read the backlog: %r", exc)
         pending = self.batcher.peek()
         age = (events.now_ms() - pending[1]["ts"]) / 1000 if pending is not None else 0.0
         self.metrics.lag.set(max(0.0, age))

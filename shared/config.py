@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     shards: int = Field(default=16, ge=1)
     presence_ttl_s: float = Field(default=30.0, gt=0)  # a crashed gateway's users vanish after this
 
-    # Persister batching.
+    # Persister.
+    persister_id: str = ""  # consumer name in the group; empty: derived from host name and pid
+    claim_idle_ms: int = Field(default=30000, ge=100)  # claim a dead replica's entries after
     batch_size: int = Field(default=200, ge=1)
     flush_interval_ms: int = Field(default=1000, ge=1)
 
@@ -67,6 +69,8 @@ class Settings(BaseSettings):
             )
         if not self.gateway_id:
             object.__setattr__(self, "gateway_id", f"{socket.gethostname()}-{os.getpid()}")
+        if not self.persister_id:
+            object.__setattr__(self, "persister_id", f"{socket.gethostname()}-{os.getpid()}")
         return self
 
     @property

@@ -70,6 +70,17 @@ class PersisterMetrics:
             "Age of the oldest message not yet written",
             registry=registry,
         )
+        self.redeliveries = Counter(
+            "chat_persist_redeliveries",
+            "Own pending entries re-read after a restart",
+            registry=registry,
+        )
+        self.claimed = Counter(
+            "chat_persist_claimed", "Stale entries claimed from dead consumers", registry=registry
+        )
+        self.malformed = Counter(
+            "chat_persist_malformed", "Unreadable entries dropped", registry=registry
+        )
         self.backlog = Gauge(
             "chat_persist_backlog", "Entries waiting to be written", registry=registry
         )

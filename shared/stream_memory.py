@@ -48,6 +48,6 @@ class MemoryStream:
         for entry_id in ids:
             self._pending.pop(entry_id, None)
 
-    def backlog(self) -> int:
+    async def backlog(self) -> int:
         """Entries not yet acknowledged."""
         return len(self._new) + len(self._pending)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,6 +80,7 @@ class ChatServer:
             **os.environ,
             "CHAT_HOST": "127.0.0.1",
             "CHAT_PORT": str(self.port),
+            "CHAT_PERSISTER_PORT": str(self.port),
             "CHAT_DATA_DIR": str(self.data_dir),
             "CHAT_LOG_LEVEL": "warning",
             **self.env,
@@ -177,6 +180,117 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+MARIADB_INSTALL = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
+MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+
+
+@dataclass
+class MariaDB:
+    """A private MariaDB server (own datadir, socket and free port); root, no password."""
+
+    dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str = "chat") -> str:
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/{database}?charset=utf8mb4"
+
+    def start(self) -> MariaDB:
+        data = self.dir / "data"
+        if not data.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [
+                    MARIADB_INSTALL,
+                    "--no-defaults",
+                    f"--datadir={data}",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                    "--user=root",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        self.proc = subprocess.Popen(
+            [
+                MARIADBD,
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--socket={self.dir / 'mysqld.sock'}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                f"--pid-file={self.dir / 'mysqld.pid'}",
+                f"--log-error={self.dir / 'err.log'}",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=16M",
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_unicode_ci",
+                "--max-connections=500",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ready, timeout=60, what=f"mariadb on {self.port}")
+        return self
+
+    def connect(self, database: str | None = None) -> Any:
+        import pymysql
+
+        return pymysql.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="root",
+            database=database,
+            charset="utf8mb4",
+            connect_timeout=2,
+            autocommit=True,
+        )
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"mariadbd exited: {(self.dir / 'err.log').read_text()[-2000:]}")
+        try:
+            self.connect().close()
+            return True
+        except Exception:
+            return False
+
+    def create_database(self, name: str) -> str:
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        return self.url(name)
+
+    def query(self, database: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with self.connect(database) as conn, conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(60)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+    """One private MariaDB for the session; tests take their own database from it."""
+    server = MariaDB(tmp_path_factory.mktemp("mariadb")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mysql_url(mariadb: MariaDB, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session MariaDB, named after the test."""
+    name = "t_" + re.sub(r"\W+", "_", request.node.name)[:50] + f"_{os.getpid()}_{free_port()}"
+    return mariadb.create_database(name)
 
 
 @pytest.fixture

@@ -14,9 +14,13 @@ from shared.tables import chat_participant, chat_room
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
+@pytest.fixture(params=["sqlite", "mariadb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'chat.db'}"
+    else:
+        url = request.getfixturevalue("mysql_url")
+    store = Store(url)
     store.create_schema()
     store.create_schema()  # idempotent
     yield store

@@ -48,6 +48,7 @@ def build_node(
             cid_window_s=settings.cid_window_s,
             stream=stream,
             store=store,
+            sync=settings.persist_mode == "sync",
         )
     else:
         broker = RedisBroker(settings, store, metrics)

@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.broker import Deliver, Published, RoomLog
 from shared import events
+from shared.errors import Unavailable
 from shared.store import Store
 from shared.stream_memory import MemoryStream
 
@@ -32,7 +33,10 @@ class MemoryBroker:
         stream: MemoryStream | None = None,
         store: Store | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sync: bool = False,
     ) -> None:
+        self._sync = sync
+        self._locks: dict[str, asyncio.Lock] = {}
         self._store = store
         self._clock = clock
         self._seq: dict[str, int] = {}
@@ -65,24 +69,42 @@ class MemoryBroker:
         return True
 
     async def publish(self, room: str, user: str, text: str, cid: str | None) -> Published:
-        now = self._clock()
-        self._expire_cids(now)
-        if cid is not None:
-            known = self._cids.get((room, user, cid))
+        if not self._sync:
+            return self._known(room, user, cid) or self._commit(self._next(room, user, text, cid))
+        # Synchronous persist mode: store first; the room's lock keeps seqs gapless.
+        async with self._locks.setdefault(room, asyncio.Lock()):
+            known = self._known(room, user, cid)
             if known is not None:
-                return Published(known, duplicate=True)
+                return known
+            msg = self._next(room, user, text, cid)
+            try:
+                assert self._store is not None
+                await asyncio.to_thread(self._store.write, [msg])
+            except Exception as exc:
+                raise Unavailable(f"store: {exc}") from exc
+            return self._commit(msg)
+
+    def _known(self, room: str, user: str, cid: str | None) -> Published | None:
+        self._expire_cids(self._clock())
+        known = None if cid is None else self._cids.get((room, user, cid))
+        return None if known is None else Published(known, duplicate=True)
+
+    def _next(self, room: str, user: str, text: str, cid: str | None) -> dict[str, Any]:
         seq = self._seq.get(room, 0) + 1
+        return events.message(room, seq, user, text, events.now_ms(), cid)
+
+    def _commit(self, msg: dict[str, Any]) -> Published:
+        room, seq, cid = msg["room"], msg["seq"], msg.get("cid")
         self._seq[room] = seq
-        ts = events.now_ms()
-        msg = events.message(room, seq, user, text, ts, cid)
         log = self._logs.get(room)
         if log is None:
             log = self._logs[room] = deque(maxlen=self._log_size)
         log.append(msg)
         if cid is not None:
-            self._cids[(room, user, cid)] = msg
-            self._cid_expiry.append((now + self._cid_window_s, (room, user, cid)))
-        if self._stream is not None:
+            key = (room, msg["user"], cid)
+            self._cids[key] = msg
+            self._cid_expiry.append((self._clock() + self._cid_window_s, key))
+        if self._stream is not None and not self._sync:
             self._stream.append(msg)
         self._fan_out(room, seq, msg)
         return Published(msg, duplicate=False)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -23,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.broker import Deliver, Published, RoomLog
-from shared import keys, scripts
+from shared import events, keys, scripts
 from shared.config import Settings
 from shared.errors import Unavailable
 from shared.metrics import GatewayMetrics
@@ -57,6 +58,9 @@ class RedisBroker:
         self._publish = self.redis.register_script(scripts.PUBLISH)
         self._presence = self.redis.register_script(scripts.PRESENCE)
         self._sweep = self.redis.register_script(scripts.SWEEP)
+        self._reserve = self.redis.register_script(scripts.RESERVE)
+        self._commit = self.redis.register_script(scripts.COMMIT)
+        self.sync = settings.persist_mode == "sync"
         self._deliver: Deliver | None = None
         self._pubsub: PubSub | None = None
         self._channels: dict[str, str] = {}  # channel → room, for subscribed rooms
@@ -100,6 +104,8 @@ class RedisBroker:
     # -- publishing -----------------------------------------------------------------------
 
     async def publish(self, room: str, user: str, text: str, cid: str | None) -> Published:
+        if self.sync:
+            return await self._publish_sync(room, user, text, cid)
         body: dict[str, Any] = {"type": "message", "room": room, "user": user, "text": text}
         if cid is not None:
             body["cid"] = cid
@@ -124,6 +130,57 @@ class RedisBroker:
         except REDIS_DOWN as exc:
             raise Unavailable(f"redis: {exc}") from exc
         return Published(orjson.loads(result[1]), duplicate=result[0] == 1)
+
+    async def _publish_sync(self, room: str, user: str, text: str, cid: str | None) -> Published:
+        """Synchronous persist mode: insert into the database, then publish (the comparison
+        branch of the original project). A per-room lock keeps seqs gapless and in order."""
+        token = uuid.uuid4().hex
+        lock = keys.lock(room, self.shards)
+        script_keys = [keys.seq(room, self.shards), keys.cid(room, user, cid or "", self.shards)]
+        reserve_args: list[str | int] = [cid or "", token, 10_000]
+        try:
+            for attempt in range(2000):
+                result = await self._reserve(keys=[*script_keys, lock], args=reserve_args)
+                if result[0] == 2:
+                    await self._seed(room)
+                elif result[0] != 3:
+                    break
+                await asyncio.sleep(0.0005 * min(attempt + 1, 20))  # the room is busy
+            else:
+                raise Unavailable(f"room {room} stayed locked")
+        except REDIS_DOWN as exc:
+            raise Unavailable(f"redis: {exc}") from exc
+        if result[0] == 1:
+            return Published(orjson.loads(result[1]), duplicate=True)
+        event = events.message(room, int(result[1]), user, text, int(result[2]), cid)
+        commit_keys = [
+            keys.seq(room, self.shards),
+            keys.log(room, self.shards),
+            keys.cid(room, user, cid or "", self.shards),
+            lock,
+        ]
+        commit_args: list[str | int] = [
+            events.encode(event),
+            event["seq"],
+            keys.channel(room, self.shards),
+            self.settings.recent_log_size,
+            int(self.settings.cid_window_s) if cid is not None else "",
+            token,
+            "0",
+        ]
+        try:
+            assert self.store is not None
+            await asyncio.to_thread(self.store.write, [event])
+        except Exception as exc:
+            with contextlib.suppress(*REDIS_DOWN):
+                await self._commit(keys=commit_keys, args=[*commit_args, "abort"])
+            raise Unavailable(f"store: {exc}") from exc
+        try:
+            await self._commit(keys=commit_keys, args=[*commit_args, "publish"])
+        except REDIS_DOWN as exc:
+            # Stored, not published: the message is in the database and comes back by history.
+            raise Unavailable(f"redis: {exc}") from exc
+        return Published(event, duplicate=False)
 
     async def _seed(self, room: str) -> None:
         # A room's first message (or its seq key was lost): continue from the database.

@@ -70,3 +70,8 @@ def room_in(key: str) -> str | None:
 
 # SCAN patterns that find every room: those with messages, and those with someone online.
 ROOM_PATTERNS = (f"{PREFIX}:*:seq:*", f"{PREFIX}:*:presence:*")
+
+
+def lock(room: str, shards: int) -> str:
+    """The room's publish lock in synchronous persist mode."""
+    return f"{_tag(room, shards)}:lock:{room}"

@@ -104,3 +104,42 @@ else
 end
 return #gone
 """
+
+# Synchronous persist mode, step 1: take the room's lock and the next seq.
+# KEYS: 1 seq, 2 cid key, 3 room lock; ARGV: 1 cid or "", 2 lock token, 3 lock ttl ms
+# Returns {1, event} for a known cid, {2} when the seq key is missing, {3} when the room is
+# locked by another publisher, else {0, seq, ts}.
+RESERVE = """
+if ARGV[1] ~= '' then
+  local known = redis.call('GET', KEYS[2])
+  if known then return {1, known} end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
+if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {3} end
+local now = redis.call('TIME')
+local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+return {0, redis.call('INCR', KEYS[1]), ms}
+"""
+
+# Step 2 (after the database insert): publish, or give the seq back when the insert failed.
+# KEYS: 1 seq, 2 log, 3 cid key, 4 room lock
+# ARGV: 1 event, 2 seq, 3 channel, 4 log size, 5 cid window or "", 6 token, 7 sharded,
+#       8 "publish" | "abort"
+# Returns 1, or 0 when the lock was lost (it expired: the insert took longer than its ttl).
+COMMIT = """
+if redis.call('GET', KEYS[4]) ~= ARGV[6] then return 0 end
+if ARGV[8] == 'abort' then
+  redis.call('DECR', KEYS[1])
+  redis.call('DEL', KEYS[4])
+  return 1
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], ARGV[2] .. '-1', 'e', ARGV[1])
+if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[5]) end
+if ARGV[7] == '1' then
+  redis.call('SPUBLISH', ARGV[3], ARGV[1])
+else
+  redis.call('PUBLISH', ARGV[3], ARGV[1])
+end
+redis.call('DEL', KEYS[4])
+return 1
+"""

@@ -58,8 +58,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # runs in this process ("Cannot run the event loop while another loop is running").
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
+    # No skip: `make test` installs chromium (make system-deps); a missing browser is a failure.
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make system-deps`"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:

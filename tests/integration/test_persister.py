@@ -180,3 +180,36 @@ async def test_database_outage_backlog_drains_after(stack: Any, mariadb: MariaDB
     await asyncio.to_thread(
         wait_until, lambda: http_get(persister.url + "/readyz")[0] == 200, 30, "persister ready"
     )
+
+
+async def test_sync_mode_stores_before_the_echo_and_refuses_without_database(
+    stack: Any, mariadb: MariaDB
+) -> None:
+    from shared.store import Store
+
+    Store(stack.url).create_schema()  # a persister would do this; sync mode needs none
+    gateway = stack.gateway(chat_persist_mode="sync")
+    alice = await join(gateway, "alice", "sync")
+    bob = await join(gateway, "bob", "sync")
+    for n in range(1, 21):
+        await alice.send(type="send", room="sync", text=f"m{n}", cid=f"c{n}")
+        echo = await alice.expect("message", room="sync")
+        # The row exists by the time its echo arrives.
+        assert rows(mariadb, stack.database, "sync")[-1] == ("sync", echo["seq"], "alice", f"m{n}")
+    assert [m["seq"] for m in await bob.messages("sync", 20)] == list(range(1, 21))
+
+    await asyncio.to_thread(mariadb.stop)
+    try:
+        await alice.send(type="send", room="sync", text="nowhere", cid="down")
+        error = await alice.expect("error")
+        assert (error["code"], error["cid"]) == ("unavailable", "down")
+        # Nothing was published: bob's next event is the answer to his ping.
+        await bob.send(type="ping")
+        assert (await bob.next())["type"] == "pong"
+    finally:
+        await asyncio.to_thread(mariadb.start)
+    await alice.send(type="send", room="sync", text="back", cid="down")
+    echo = await alice.expect("message", room="sync")
+    assert echo["seq"] == 21 and echo["text"] == "back"
+    assert (await bob.expect("message", room="sync"))["seq"] == 21
+    assert [r[1] for r in rows(mariadb, stack.database, "sync")] == list(range(1, 22))

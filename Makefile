@@ -7,7 +7,12 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 export CHAT_DATA_DIR ?= data
 
-.PHONY: run venv test lint system-deps unit clean
+GATEWAYS ?= 3
+BROKER ?= redis
+PERSIST ?= async
+STACK_PORT ?= 8080
+
+.PHONY: run venv test lint system-deps unit stack clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +24,9 @@ venv: $(VENV)/.installed ## create .venv with everything (idempotent)
 
 run: venv ## the embedded single-process server on http://$(HOST):$(PORT)
 	CHAT_HOST=$(HOST) CHAT_PORT=$(PORT) $(PY) -m embedded
+
+stack: venv system-deps ## native topology: redis, mariadb, persister, $(GATEWAYS) gateways, nginx on $(STACK_PORT)
+	$(PY) -m stack --gateways $(GATEWAYS) --broker $(BROKER) --persist $(PERSIST) --port $(STACK_PORT)
 
 system-deps: ## system packages the tests need (apt, only where missing)
 	@missing=""; \
@@ -43,4 +51,4 @@ test: venv system-deps lint ## everything CI runs
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts .stack

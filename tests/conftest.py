@@ -92,6 +92,7 @@ class Client:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.frames: list[Any] = []
+        self.hello: dict[str, Any] = {}  # the server's hello, once seen
         self._pending: list[dict[str, Any]] = []
 
     @classmethod
@@ -110,7 +111,10 @@ class Client:
             frame = orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
             self.frames.append(frame)
             self._pending.extend(frame if isinstance(frame, list) else [frame])
-        return self._pending.pop(0)
+        event = self._pending.pop(0)
+        if event["type"] == "hello":
+            self.hello = event
+        return event
 
     async def expect(self, kind: str, timeout: float = 10, **match: Any) -> dict[str, Any]:
         """Skip events until one of type ``kind`` whose fields equal ``match``."""

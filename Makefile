@@ -12,7 +12,7 @@ BROKER ?= redis
 PERSIST ?= async
 STACK_PORT ?= 8080
 
-.PHONY: run venv test lint system-deps unit stack clean
+.PHONY: run venv test lint system-deps unit stack up down clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ run: venv ## the embedded single-process server on http://$(HOST):$(PORT)
 
 stack: venv system-deps ## native topology: redis, mariadb, persister, $(GATEWAYS) gateways, nginx on $(STACK_PORT)
 	$(PY) -m stack --gateways $(GATEWAYS) --broker $(BROKER) --persist $(PERSIST) --port $(STACK_PORT)
+
+up: ## the same topology with Docker (needs a Docker engine and a .env, see .env.example)
+	docker compose up -d --build --scale gateway=$(GATEWAYS)
+
+down:
+	docker compose down
 
 system-deps: ## system packages the tests need (apt, only where missing)
 	@missing=""; \

@@ -15,9 +15,7 @@ COPY shared/ shared/
 COPY gateway/ gateway/
 COPY persister/ persister/
 COPY embedded/ embedded/
-# cryptography: PyMySQL needs it for MySQL 8's default caching_sha2_password authentication
-# over a plain TCP connection (without it the first login after a server start fails).
-RUN pip install --no-cache-dir . cryptography==50.0.2
+RUN pip install --no-cache-dir .
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

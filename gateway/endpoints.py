@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.websockets import WebSocket
 
+from gateway.admission import Refused
 from gateway.auth import AuthError, identify
 from gateway.connection import Connection
 from gateway.node import Node
@@ -77,6 +78,8 @@ async def readyz(request: Request) -> Response:
     node: Node = request.state.node
     if node.draining:
         return json({"status": "unavailable", "reason": "shutting down"}, 503)
+    if len(node.hub.connections) >= node.settings.max_connections:
+        return json({"status": "unavailable", "reason": "at capacity"}, 503)
     try:
         await asyncio.wait_for(node.broker.ping(), 2)
     except Exception as exc:
@@ -102,8 +105,10 @@ async def websocket(ws: WebSocket) -> None:
     params = ws.query_params
     await ws.accept()
     try:
+        ip = node.admission.client_ip(ws.client.host if ws.client else None, ws.headers)
+        node.admission.check(ws.headers.get("origin"), ip, len(node.hub.connections))
         identity = identify(settings.auth_secret, params.get("user"), params.get("token"))
-    except AuthError as exc:
+    except (AuthError, Refused) as exc:
         await ws.close(exc.code, exc.reason[:120])
         return
     if node.draining:

@@ -18,6 +18,11 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = clock()
 
+    def level(self) -> float:
+        """Tokens available now."""
+        now = self._clock()
+        return min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+
     def take(self) -> bool:
         """Spend one token if there is one; False means the caller is over its rate."""
         now = self._clock()

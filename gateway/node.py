@@ -7,9 +7,11 @@ import itertools
 import logging
 from typing import Any
 
+from gateway.admission import Admission
 from gateway.broker import Broker
 from gateway.connection import Connection
 from gateway.hub import Hub
+from gateway.limits import TokenBucket
 from shared import errors, events
 from shared.config import Settings
 from shared.errors import ProtocolError, Unavailable
@@ -37,6 +39,8 @@ class Node:
         self.store = store
         self.metrics = metrics
         self.hub = Hub(settings.coalesce_ms / 1000, metrics)
+        self.admission = Admission(settings)
+        self._users: dict[str, tuple[int, TokenBucket]] = {}  # user → (connections, send bucket)
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
         metrics.broker_up.set_function(lambda: 1.0 if broker.healthy() else 0.0)
@@ -67,6 +71,10 @@ class Node:
         """Register a new connection."""
         self.hub.connections.add(conn)
         self.metrics.connections.set(len(self.hub.connections))
+        count, bucket = self._users.get(conn.user, (0, None))
+        if bucket is None:
+            bucket = TokenBucket(self.settings.user_rate_per_s, self.settings.user_rate_burst)
+        self._users[conn.user] = (count + 1, bucket)
         conn.start()
 
     async def detach(self, conn: Connection) -> None:
@@ -74,6 +82,9 @@ class Node:
         await self._leave_all(conn)
         self.hub.connections.discard(conn)
         self.metrics.connections.set(len(self.hub.connections))
+        count, bucket = self._users.pop(conn.user, (1, None))
+        if count > 1 and bucket is not None:
+            self._users[conn.user] = (count - 1, bucket)
         await conn.stop()
 
     # -- commands -------------------------------------------------------------------------
@@ -123,14 +134,15 @@ class Node:
             raise ProtocolError(
                 errors.NOT_JOINED, "join the room first", cid=cmd.cid, room=cmd.room
             )
-        if not conn.bucket.take():
+        if not conn.bucket.take() or not self._users[conn.user][1].take():
             conn.strikes += 1
             if conn.strikes >= self.settings.rate_strikes:
                 conn.close(errors.RATE_LIMIT_EXCEEDED, "send rate exceeded")
                 return
             raise ProtocolError(
                 errors.RATE_LIMITED,
-                f"at most {self.settings.rate_per_s:g} messages/s",
+                f"at most {self.settings.rate_per_s:g} messages/s per connection and "
+                f"{self.settings.user_rate_per_s:g} per user",
                 cid=cmd.cid,
                 room=cmd.room,
             )

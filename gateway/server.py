@@ -44,6 +44,8 @@ def uvicorn_config(app: Starlette, settings: Settings, port: int | None = None) 
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
         lifespan="on",
+        # The gateway resolves X-Forwarded-For itself, against CHAT_TRUSTED_PROXIES.
+        proxy_headers=False,
         access_log=False,
     )
 

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     cid_window_s: float = Field(default=300.0, gt=0)
     history_limit: int = Field(default=50, ge=1, le=100)
 
+    # Admission and abuse limits.
+    allowed_origins: str = ""  # comma-separated; empty: any Origin (and none) is accepted
+    max_connections: int = Field(default=20000, ge=1)
+    conn_rate_per_ip: float = Field(default=20.0, gt=0)  # new connections per second per address
+    conn_burst_per_ip: int = Field(default=100, ge=1)
+    trusted_proxies: str = "127.0.0.1/32,::1/128"  # whose X-Forwarded-For is believed
+    user_rate_per_s: float = Field(default=40.0, gt=0)  # sends per user across its connections
+    user_rate_burst: int = Field(default=80, ge=1)
+
     # Outbound coalescing: pending events are flushed to sockets every this many ms.
     coalesce_ms: float = Field(default=5.0, ge=0)
     ws_per_message_deflate: bool = False
@@ -72,6 +81,16 @@ class Settings(BaseSettings):
         if not self.persister_id:
             object.__setattr__(self, "persister_id", f"{socket.gethostname()}-{os.getpid()}")
         return self
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        """``CHAT_ALLOWED_ORIGINS`` split on commas."""
+        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """``CHAT_TRUSTED_PROXIES`` split on commas."""
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def auth_mode(self) -> str:

@@ -8,6 +8,7 @@ GOING_AWAY = 1001  # gateway shutting down: reconnect elsewhere
 POLICY_VIOLATION = 1008  # bad origin or user name
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
+TRY_AGAIN_LATER = 1013  # gateway at capacity, or too many new connections from one address
 UNAUTHORIZED = 4001
 FORBIDDEN = 4003
 SLOW_CONSUMER = 4008

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,16 @@ def server(start_server: Any) -> ChatServer:
 
 
 OPEN_CLIENTS: list[Client] = []  # closed by the ``close_clients`` fixture after each test
+
+
+@pytest.fixture
+async def close_clients(anyio_backend: str) -> AsyncIterator[None]:
+    """Close every client the test opened, on the test's own event loop."""
+    yield
+    while OPEN_CLIENTS:
+        client = OPEN_CLIENTS.pop()
+        await client.ws.close()
+        client.ws.transport.abort()
 
 
 class Client:

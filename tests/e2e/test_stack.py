@@ -14,7 +14,7 @@ import pytest
 from stack.topology import Stack, StackConfig
 from tests.conftest import Client, free_port, http_get, wait_until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("close_clients")]
 
 
 @pytest.fixture
@@ -22,7 +22,15 @@ def start_stack(tmp_path: Path) -> Iterator[Any]:
     stacks: list[Stack] = []
 
     def start(**options: Any) -> Stack:
-        options.setdefault("env", {"CHAT_RATE_BURST": "1000", "CHAT_RATE_PER_S": "1000"})
+        options.setdefault(
+            "env",
+            {
+                "CHAT_RATE_BURST": "1000",
+                "CHAT_RATE_PER_S": "1000",
+                "CHAT_USER_RATE_BURST": "1000",
+                "CHAT_USER_RATE_PER_S": "1000",
+            },
+        )
         config = StackConfig(workdir=tmp_path / f"stack{len(stacks)}", port=free_port(), **options)
         stack = Stack(config)
         stacks.append(stack)

@@ -1,18 +1,10 @@
-"""Integration tests run async against real processes; their clients are closed after each."""
+"""Integration tests run against real processes; their clients are closed after each."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-
-from tests.conftest import OPEN_CLIENTS
 
 
 @pytest.fixture(autouse=True)
-async def close_clients(anyio_backend: str) -> AsyncIterator[None]:
-    yield
-    while OPEN_CLIENTS:
-        client = OPEN_CLIENTS.pop()
-        await client.ws.close()
-        client.ws.transport.abort()
+def _closes_clients(close_clients: None) -> None:
+    """Every test here closes the clients it opened (see ``close_clients``)."""

@@ -15,7 +15,11 @@ async def test_client_that_stops_reading_is_closed_4008_others_keep_receiving(
     start_server,  # type: ignore[no-untyped-def]
 ) -> None:
     server = start_server(
-        chat_max_backlog_events=100, chat_rate_per_s=100000, chat_rate_burst=100000
+        chat_max_backlog_events=100,
+        chat_rate_per_s=100000,
+        chat_rate_burst=100000,
+        chat_user_rate_per_s=100000,
+        chat_user_rate_burst=100000,
     )
     watcher = await join(server, "watcher", "busy")
     sender = await join(server, "sender", "busy")

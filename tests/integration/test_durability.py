@@ -28,7 +28,10 @@ async def test_graceful_shutdown_closes_1001_and_flushes_everything(
 ) -> None:
     # Nothing would reach the database on its own before shutdown: batches are huge and slow.
     server = start_server(
-        chat_batch_size=100000, chat_flush_interval_ms=3600000, chat_rate_burst=1000
+        chat_batch_size=100000,
+        chat_flush_interval_ms=3600000,
+        chat_rate_burst=1000,
+        chat_user_rate_burst=1000,
     )
     alice = await join(server, "alice", "keep")
     for n in range(50):
@@ -58,14 +61,14 @@ async def test_sigint_is_graceful_too(start_server, tmp_path: Path) -> None:  # 
 
 
 async def test_messages_survive_a_restart(start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = start_server(chat_recent_log_size=10, chat_rate_burst=1000)
+    server = start_server(chat_recent_log_size=10, chat_rate_burst=1000, chat_user_rate_burst=1000)
     alice = await join(server, "alice", "durable")
     for n in range(1, 31):
         await alice.send(type="send", room="durable", text=f"m{n}")
     await alice.messages("durable", 30)
     await asyncio.to_thread(server.stop)
 
-    server = start_server(chat_recent_log_size=10, chat_rate_burst=1000)
+    server = start_server(chat_recent_log_size=10, chat_rate_burst=1000, chat_user_rate_burst=1000)
     status, body = http_get(f"{server.url}/api/rooms")
     assert status == 200
     assert {"room": "durable", "online": 0, "last_seq": 30} in orjson.loads(body)

@@ -35,6 +35,8 @@ def stack(start_server: Any, redis_server: RedisServer, mysql_url: str) -> Any:
                 "chat_redis_url": redis_server.url,
                 "chat_database_url": mysql_url,
                 "chat_rate_burst": 100000,
+                "chat_user_rate_burst": 100000,
+                "chat_user_rate_per_s": 100000,
                 "chat_rate_per_s": 100000,
                 **env,
             }

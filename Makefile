@@ -12,7 +12,7 @@ BROKER ?= redis
 PERSIST ?= async
 STACK_PORT ?= 8080
 
-.PHONY: run venv test lint system-deps unit stack up down clean
+.PHONY: run venv test lint system-deps unit stack up down token clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ up: ## the same topology with Docker (needs a Docker engine and a .env, see .env
 
 down:
 	docker compose down
+
+token: venv ## a token for local testing: make token NAME=alice [ROOMS='team-*'] (needs CHAT_AUTH_SECRET)
+	$(PY) -m gateway.mint $(NAME) $(if $(ROOMS),--rooms '$(ROOMS)')
 
 system-deps: ## system packages the tests need (apt, only where missing)
 	@missing=""; \

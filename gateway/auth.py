@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,8 +63,6 @@ def identify(secret: str, user: str | None, token: str | None) -> Identity:
 
 def mint(secret: str, user: str, ttl_s: int = 3600, rooms: list[str] | None = None) -> str:
     """A signed token for local testing (a real app issues these from its login)."""
-    import time
-
     claims: dict[str, object] = {"sub": user, "exp": int(time.time()) + ttl_s}
     if rooms is not None:
         claims["rooms"] = rooms

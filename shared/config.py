@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
+        if self.auth_secret and len(self.auth_secret.encode()) < 32:
+            # HS256 with a short key is guessable offline from any token a user holds.
+            raise ValueError("CHAT_AUTH_SECRET must be at least 32 bytes")
         # Derived defaults are filled here so every consumer sees one resolved value.
         if not self.database_url:
             object.__setattr__(

@@ -216,15 +216,23 @@ class MariaDB(Process):
     def prepare(self) -> None:
         if self.data.exists():
             return
-        subprocess.run(
+        result = self._install()
+        if result.returncode != 0:
+            # Seen once when two installs ran at the same moment on one machine: start afresh.
+            shutil.rmtree(self.data, ignore_errors=True)
+            result = self._install()
+        if result.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed:\n{result.stdout}\n{result.stderr}")
+
+    def _install(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [
                 binary("mariadb-install-db", "/usr/bin/mariadb-install-db"),
                 "--no-defaults", f"--datadir={self.data}",
                 "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root",
             ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
         )  # fmt: skip
 
     def command(self) -> list[str]:

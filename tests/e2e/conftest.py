@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from tests.conftest import ROOT
+from stack.topology import Stack, StackConfig
+from tests.conftest import ROOT, free_port
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -114,3 +115,30 @@ def open_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Call
         tab.context.close()
     errors = {tab.name: tab.errors for tab in tabs if tab.errors}
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def start_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Factory: ``start_stack(**StackConfig options)`` runs the native topology; stopped after."""
+    stacks: list[Stack] = []
+
+    def start(**options: Any) -> Stack:
+        env = {
+            # Tests send in bursts from one address; production limits stay the default.
+            "CHAT_RATE_BURST": "1000",
+            "CHAT_RATE_PER_S": "1000",
+            "CHAT_USER_RATE_BURST": "1000",
+            "CHAT_USER_RATE_PER_S": "1000",
+            "CHAT_CONN_BURST_PER_IP": "10000",
+            **options.pop("env", {}),
+        }
+        config = StackConfig(
+            workdir=tmp_path / f"stack{len(stacks)}", port=free_port(), env=env, **options
+        )
+        stack = Stack(config)
+        stacks.append(stack)
+        return stack.start()
+
+    yield start
+    for stack in stacks:
+        stack.stop()

@@ -5,40 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stack.topology import Stack, StackConfig
-from tests.conftest import Client, free_port, http_get, wait_until
+from stack.topology import Stack
+from tests.conftest import Client, http_get, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("close_clients")]
-
-
-@pytest.fixture
-def start_stack(tmp_path: Path) -> Iterator[Any]:
-    stacks: list[Stack] = []
-
-    def start(**options: Any) -> Stack:
-        options.setdefault(
-            "env",
-            {
-                "CHAT_RATE_BURST": "1000",
-                "CHAT_RATE_PER_S": "1000",
-                "CHAT_USER_RATE_BURST": "1000",
-                "CHAT_USER_RATE_PER_S": "1000",
-            },
-        )
-        config = StackConfig(workdir=tmp_path / f"stack{len(stacks)}", port=free_port(), **options)
-        stack = Stack(config)
-        stacks.append(stack)
-        return stack.start()
-
-    yield start
-    for stack in stacks:
-        stack.stop()
 
 
 async def one_client_per_gateway(stack: Stack, room: str) -> list[Client]:

@@ -11,6 +11,10 @@ GATEWAYS ?= 3
 BROKER ?= redis
 PERSIST ?= async
 STACK_PORT ?= 8080
+# `make bench`: every BENCH_* variable is passed through (see bench/settings.py), e.g.
+# BENCH_QUICK=1 (about 2 minutes), BENCH_DURATION_S, BENCH_USERS, BENCH_RATE, BENCH_PEAK_RATES.
+BENCH_QUICK ?= 0
+export BENCH_QUICK
 
 .PHONY: run venv test lint system-deps unit stack up down token clean
 
@@ -36,6 +40,9 @@ down:
 
 token: venv ## a token for local testing: make token NAME=alice [ROOMS='team-*'] (needs CHAT_AUTH_SECRET)
 	$(PY) -m gateway.mint $(NAME) $(if $(ROOMS),--rooms '$(ROOMS)')
+
+bench: venv system-deps ## experiments 1-7 on the native stack -> bench/results/<timestamp>/report.md
+	$(PY) -m bench.run
 
 system-deps: ## system packages the tests need (apt, only where missing)
 	@missing=""; \

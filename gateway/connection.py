@@ -1,15 +1,18 @@
-"""One client connection: its rooms, its bounded outbound queue and its writer task."""
+"""One client connection: its rooms, its bounded outbox, and how its output is written."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.auth import Identity
+from gateway.batch import Batch, frame_of
+from gateway.eager import start_eagerly
+from gateway.hub import Hub
 from gateway.limits import TokenBucket
 from shared import errors, events
 from shared.config import Settings
@@ -17,12 +20,16 @@ from shared.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
+# What a write that found the peer gone raises.
+GONE = (WebSocketDisconnect, RuntimeError, OSError)
+
 
 class Connection:
-    """Pending events wait in a bounded outbox; the writer sends all of them as one frame.
+    """Pending batches wait in a bounded outbox; :meth:`flush` sends them as ONE frame.
 
-    Overflowing the outbox (a client that does not read) closes the connection with 4008;
-    nothing else waits for a slow client.
+    A write to a socket with room completes at once; a backpressured socket turns its write into
+    a task, and batches for it wait in the outbox meanwhile. Overflowing the outbox (a client
+    that does not read) closes the connection with 4008; nobody else ever waits for it.
     """
 
     def __init__(
@@ -31,7 +38,7 @@ class Connection:
         identity: Identity,
         settings: Settings,
         metrics: GatewayMetrics,
-        on_dirty: Callable[[Connection], None],
+        hub: Hub,
         on_slow: Callable[[Connection], None],
     ) -> None:
         self.ws = ws
@@ -40,17 +47,22 @@ class Connection:
         self.rooms: dict[str, int] = {}  # joined room → last seq handed to this client
         self.bucket = TokenBucket(settings.rate_per_s, settings.rate_burst)
         self.strikes = 0  # rate_limited errors in a row
-        self._joining: dict[str, list[tuple[int, str]]] = {}
-        self._outbox: list[str] = []
+        self._joining: dict[str, list[Batch]] = {}
+        self._outbox: list[Batch] = []
+        self._outbox_events = 0
         self._outbox_chars = 0
         self._max_events = settings.max_backlog_events
         self._max_chars = settings.max_backlog_bytes
         self._metrics = metrics
-        self._on_dirty = on_dirty
+        self._hub = hub
+        self._stats = hub.stats
+        self._on_dirty = hub.mark_dirty
         self._on_slow = on_slow
-        self._wake = asyncio.Event()
+        self._writing: asyncio.Task[None] | None = None  # a write waiting for the socket
         self._close: tuple[int, str] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._close_sent = False
+        self._done = asyncio.Event()  # the close frame is sent, or the peer is gone
+        self._gone = False
 
     @property
     def closing(self) -> bool:
@@ -62,68 +74,86 @@ class Connection:
         """Rooms joined or being joined."""
         return len(self.rooms) + len(self._joining)
 
-    def start(self) -> None:
-        """Start the writer task."""
-        self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.user}")
-
     async def stop(self) -> None:
-        """Cancel and await the writer (the connection is gone)."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        """The connection is over: stop any write still waiting."""
+        self._gone = True
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
+        self._done.set()
 
     async def closed(self, timeout: float) -> None:
-        """Wait until the writer has sent the close frame (or ``timeout``)."""
-        if self._writer is not None:
-            await asyncio.wait({self._writer}, timeout=timeout)
+        """Wait until the close frame is sent (or ``timeout``)."""
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+        except TimeoutError:
+            log.info("%s did not take its close frame within %.1fs", self.user, timeout)
 
     # -- events in ------------------------------------------------------------------------
 
     def begin_join(self, room: str) -> None:
-        """Buffer the room's live events until :meth:`finish_join` (no gap, no reordering)."""
+        """Hold the room's live batches until :meth:`finish_join` (no gap, no reordering)."""
         self._joining.setdefault(room, [])
 
     def finish_join(self, room: str, last_seq: int, joined: str) -> None:
         """Send ``joined``, then the live events that arrived meanwhile and are newer."""
-        buffered = self._joining.pop(room, [])
+        held = self._joining.pop(room, [])
         self.rooms[room] = max(last_seq, self.rooms.get(room, 0))
         self.push(joined)
-        for seq, data in buffered:
-            self.deliver(room, seq, data)
+        for batch in held:
+            self.deliver(batch)
 
     def abort_join(self, room: str) -> None:
         """Forget a join that failed."""
         self._joining.pop(room, None)
 
-    def deliver(self, room: str, seq: int, data: str) -> None:
-        """A room event from the hub; messages already handed over (by seq) are dropped."""
-        buffered = self._joining.get(room)
-        if buffered is not None:
-            buffered.append((seq, data))
+    def deliver(self, batch: Batch) -> None:
+        """A room's batch from the hub; messages already handed over (by seq) are dropped."""
+        room = batch.room
+        assert room is not None
+        held = self._joining.get(room)
+        if held is not None:
+            held.append(batch)
             return
-        if seq:
-            last = self.rooms.get(room)
-            if last is None or seq <= last:
-                return
-            self.rooms[room] = seq
-        self.push(data)
+        last = self.rooms.get(room)
+        if last is None:
+            return
+        if batch.first > last or not batch.last:
+            if batch.last:
+                self.rooms[room] = batch.last
+            self._enqueue(batch)
+            return
+        # Partly seen (a join or a recovery overlapping live traffic): keep what is new.
+        kept = batch.newer_than(last)
+        if kept.last:
+            self.rooms[room] = kept.last
+        if kept.events:
+            self._enqueue(kept)
 
     def push(self, data: str) -> None:
-        """Queue one encoded event for this client."""
-        if self._close is not None:
+        """Queue one encoded event of this client's own (a reply), after the room events
+        published before it."""
+        self._hub.distribute()
+        self._enqueue(Batch.of(data))
+
+    def _enqueue(self, batch: Batch) -> None:
+        # Until the close frame is out, events still go (they were published before it);
+        # a slow consumer gets nothing more.
+        if self._close_sent or (self._close is not None and self._close[0] == errors.SLOW_CONSUMER):
             return
-        outbox = self._outbox
-        if outbox and (
-            len(outbox) >= self._max_events or self._outbox_chars + len(data) > self._max_chars
+        if self._outbox and (
+            self._outbox_events + len(batch.events) > self._max_events
+            or self._outbox_chars + batch.chars > self._max_chars
         ):
             self._metrics.slow_closed.inc()
             self.close(errors.SLOW_CONSUMER, "slow consumer: outbound backlog full")
             self._on_slow(self)
             return
-        outbox.append(data)
-        self._outbox_chars += len(data)
-        if len(outbox) == 1:
+        self._outbox.append(batch)
+        self._outbox_events += len(batch.events)
+        self._outbox_chars += batch.chars
+        if len(self._outbox) == 1 and self._writing is None:
             self._on_dirty(self)
 
     def send_error(self, exc: errors.ProtocolError) -> None:
@@ -133,10 +163,6 @@ class Connection:
 
     # -- out ------------------------------------------------------------------------------
 
-    def wake(self) -> None:
-        """Let the writer send what is pending."""
-        self._wake.set()
-
     def close(self, code: int, reason: str = "") -> None:
         """Close with ``code`` after what is pending; a slow consumer's backlog is dropped."""
         if self._close is not None:
@@ -144,26 +170,61 @@ class Connection:
         self._close = (code, reason)
         if code == errors.SLOW_CONSUMER:
             self._outbox.clear()
-            self._outbox_chars = 0
-        self._wake.set()
+            self._outbox_events = self._outbox_chars = 0
+        if self._writing is None:
+            self._on_dirty(self)
 
-    async def _write_loop(self) -> None:
+    def flush(self) -> None:
+        """Write what is pending as one frame (then the close frame, if one is due)."""
+        if self._writing is not None or self._gone:
+            return
+        if self._outbox:
+            batches, self._outbox = self._outbox, []
+            count = self._outbox_events
+            self._outbox_events = self._outbox_chars = 0
+            stats = self._stats
+            stats.frames += 1
+            stats.events += count
+            if count > 1:
+                stats.coalesced += count
+            self._write({"type": "websocket.send", "text": frame_of(batches)})
+        elif self._close is not None and not self._close_sent:
+            code, reason = self._close
+            self._close_sent = True
+            self._write({"type": "websocket.close", "code": code, "reason": reason})
+
+    def _write(self, message: dict[str, Any]) -> None:
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                if self._outbox:
-                    pending, self._outbox = self._outbox, []
-                    self._outbox_chars = 0
-                    await self.ws.send({"type": "websocket.send", "text": events.coalesce(pending)})
-                    self._metrics.frames_out.inc()
-                    self._metrics.events_out.inc(len(pending))
-                    if len(pending) > 1:
-                        self._metrics.coalesced.inc(len(pending))
-                if self._close is not None and not self._outbox:
-                    code, reason = self._close
-                    await self.ws.close(code, reason)
-                    return
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            # The peer went away mid-send: the reader sees the disconnect and cleans up.
-            log.debug("writer for %s stopped: %r", self.user, exc)
+            self._writing = start_eagerly(self.ws.send(message))
+        except GONE as exc:
+            self._peer_gone(exc)
+            return
+        if self._writing is not None:
+            self._writing.add_done_callback(self._written)
+        else:
+            self._after_write()
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        if task is not self._writing:
+            return
+        self._writing = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._peer_gone(exc)
+            return
+        self._after_write()
+
+    def _after_write(self) -> None:
+        if self._close_sent:
+            self._done.set()
+        elif self._outbox or self._close is not None:
+            self._on_dirty(self)  # more to write: at the next flush
+
+    def _peer_gone(self, exc: BaseException) -> None:
+        # The reader sees the disconnect and cleans up; nothing more to write.
+        log.debug("write to %s failed: %r", self.user, exc)
+        self._gone = True
+        self._outbox.clear()
+        self._done.set()

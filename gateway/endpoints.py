@@ -114,7 +114,7 @@ async def websocket(ws: WebSocket) -> None:
     if node.draining:
         await ws.close(errors.GOING_AWAY, "gateway shutting down")
         return
-    conn = Connection(ws, identity, settings, node.metrics, node.hub.mark_dirty, node.evict)
+    conn = Connection(ws, identity, settings, node.metrics, node.hub, node.evict)
     node.attach(conn)
     try:
         conn.push(

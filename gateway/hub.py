@@ -1,11 +1,16 @@
-"""The hub: which local connections are in which room, and the coalescing flush clock."""
+"""The hub: which local connections are in which room, and the flush that writes to them.
+
+Room events are collected per room during a short window (``CHAT_COALESCE_MS``); then one pass
+hands each room's batch (one shared frame) to its members and writes every connection with
+pending output, sequentially, never waiting for a backpressured one.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
+from gateway.batch import Batch
 from shared import events
 from shared.metrics import GatewayMetrics
 
@@ -13,35 +18,39 @@ if TYPE_CHECKING:
     from gateway.connection import Connection
 
 
-class Hub:
-    """Room → local connections. Fans one encoded event out to every local member.
+class Stats:
+    """Plain counters bumped on the hot path, copied to Prometheus once per flush."""
 
-    Connections with pending output are collected and woken together every ``coalesce_s``, so
-    events that arrive within one window leave in one frame per client.
-    """
+    __slots__ = ("coalesced", "events", "frames")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.events = 0
+        self.coalesced = 0
+
+
+class Hub:
+    """Room → local connections, the per-room batches of the current window, and the flush."""
 
     def __init__(self, coalesce_s: float, metrics: GatewayMetrics) -> None:
         self.rooms: dict[str, dict[Connection, None]] = {}  # dict: ordered, O(1) removal
         self.connections: set[Connection] = set()
+        self.stats = Stats()
         self._coalesce_s = coalesce_s
         self._metrics = metrics
-        self._dirty: list[Connection] = []
-        self._has_dirty = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
+        self._batches: dict[str, Batch] = {}
+        self._ready: list[Connection] = []  # connections with pending output
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
-        """Start the flush clock."""
-        if self._coalesce_s > 0:
-            self._flusher = asyncio.create_task(self._flush_loop(), name="hub-flusher")
+        """Nothing runs between flushes: each is scheduled by the first event after the last."""
 
     async def stop(self) -> None:
-        """Stop the flush clock and wake every writer one last time."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
-        self._wake_dirty()
+        """Flush what is pending now."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.flush()
 
     def add(self, room: str, conn: Connection) -> bool:
         """Add a member; True if it is the room's first local member."""
@@ -62,36 +71,63 @@ class Hub:
         if members:
             return False
         del self.rooms[room]
+        self._batches.pop(room, None)
         self._metrics.rooms.set(len(self.rooms))
         return True
 
     def deliver(self, room: str, seq: int, ts: int, data: str) -> None:
-        """Hand one encoded room event to every local member (the broker's callback)."""
-        members = self.rooms.get(room)
-        if not members:
+        """One encoded room event (the broker's callback): it joins the room's batch."""
+        if room not in self.rooms:
             return
         if ts:
             self._metrics.deliver_latency.observe(max(0, events.now_ms() - ts) / 1000)
-        for conn in members:
-            conn.deliver(room, seq, data)
+        batch = self._batches.get(room)
+        if batch is None:
+            batch = self._batches[room] = Batch(room)
+            self._schedule()
+        batch.add(seq, data)
 
     def mark_dirty(self, conn: Connection) -> None:
-        """A connection has pending output: wake its writer at the next flush."""
-        if self._flusher is None:
-            conn.wake()
+        """A connection has pending output of its own (a reply): write it at the next flush."""
+        self._ready.append(conn)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._scheduled:
             return
-        self._dirty.append(conn)
-        self._has_dirty.set()
+        self._scheduled = True
+        loop = asyncio.get_running_loop()
+        if self._coalesce_s > 0:
+            self._timer = loop.call_later(self._coalesce_s, self.flush)
+        else:
+            loop.call_soon(self.flush)  # at least everything of this loop iteration
 
-    def _wake_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn.wake()
+    def distribute(self) -> None:
+        """Hand the pending room batches to their members' outboxes (without writing).
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._has_dirty.wait()
-            # Let the window fill: everything that arrives now leaves in the same frame.
-            await asyncio.sleep(self._coalesce_s)
-            self._has_dirty.clear()
-            self._wake_dirty()
+        Called before a reply is queued, so a client gets its replies and the room events
+        in the order they happened (its echo before the error about its next send).
+        """
+        if not self._batches:
+            return
+        batches, self._batches = self._batches, {}
+        for room, batch in batches.items():
+            for conn in self.rooms.get(room, ()):
+                conn.deliver(batch)
+
+    def flush(self) -> None:
+        """Hand out the room batches, then write every connection that has output."""
+        self._timer = None
+        self.distribute()
+        ready, self._ready = self._ready, []
+        for conn in ready:
+            conn.flush()
+        stats = self.stats
+        if stats.frames:
+            self._metrics.frames_out.inc(stats.frames)
+            self._metrics.events_out.inc(stats.events)
+            self._metrics.coalesced.inc(stats.coalesced)
+            stats.frames = stats.events = stats.coalesced = 0
+        self._scheduled = False
+        if self._ready or self._batches:
+            self._schedule()

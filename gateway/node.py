@@ -75,7 +75,6 @@ class Node:
         if bucket is None:
             bucket = TokenBucket(self.settings.user_rate_per_s, self.settings.user_rate_burst)
         self._users[conn.user] = (count + 1, bucket)
-        conn.start()
 
     async def detach(self, conn: Connection) -> None:
         """Forget a closed connection: leave its rooms, stop its writer."""

@@ -42,6 +42,7 @@ class Hub:
         self._ready: list[Connection] = []  # connections with pending output
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
 
     async def start(self) -> None:
         """Nothing runs between flushes: each is scheduled by the first event after the last."""
@@ -97,10 +98,14 @@ class Hub:
             return
         self._scheduled = True
         loop = asyncio.get_running_loop()
-        if self._coalesce_s > 0:
-            self._timer = loop.call_later(self._coalesce_s, self.flush)
+        # At most one flush per window: when the last one is older, flush at the end of this
+        # loop iteration (low latency when quiet); otherwise when the window is over (under
+        # load, every frame then carries everything of its window).
+        delay = self._last_flush + self._coalesce_s - loop.time()
+        if delay > 0:
+            self._timer = loop.call_later(delay, self.flush)
         else:
-            loop.call_soon(self.flush)  # at least everything of this loop iteration
+            loop.call_soon(self.flush)
 
     def distribute(self) -> None:
         """Hand the pending room batches to their members' outboxes (without writing).
@@ -118,6 +123,7 @@ class Hub:
     def flush(self) -> None:
         """Hand out the room batches, then write every connection that has output."""
         self._timer = None
+        self._last_flush = asyncio.get_running_loop().time()
         self.distribute()
         ready, self._ready = self._ready, []
         for conn in ready:

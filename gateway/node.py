@@ -253,12 +253,12 @@ class Node:
         if self.hub.remove(room, conn):
             try:
                 await self.broker.unsubscribe(room)
-            except Unavailable:
-                log.warning("unsubscribe from %s failed; the broker is unavailable", room)
+            except Unavailable as exc:
+                log.warning("unsubscribe from %s failed: %s", room, exc)
         try:
             await self.broker.presence_leave(room, conn.user)
-        except Unavailable:
-            log.warning("presence leave for %s in %s failed", conn.user, room)
+        except Unavailable as exc:
+            log.warning("presence leave for %s in %s failed: %s", conn.user, room, exc)
 
     async def _store_call(self, fn: Any, *args: Any) -> Any:
         try:

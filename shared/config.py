@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     user_rate_per_s: float = Field(default=40.0, gt=0)  # sends per user across its connections
     user_rate_burst: int = Field(default=80, ge=1)
 
-    # Outbound coalescing: pending events are flushed to sockets every this many ms.
-    coalesce_ms: float = Field(default=5.0, ge=0)
+    # Outbound coalescing: at most one flush to the sockets per this many ms.
+    coalesce_ms: float = Field(default=10.0, ge=0)
     ws_per_message_deflate: bool = False
     shutdown_grace_s: float = Field(default=5.0, ge=0)
     log_level: str = "info"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from gateway.app import build_node, create_app
-from gateway.server import Server, configure_logging, uvicorn_config
+from gateway.server import Server, uvicorn_config
 from persister.worker import Worker
+from shared import logs
 from shared.config import Settings
 from shared.metrics import PersisterMetrics
 from shared.stream_memory import MemoryStream
@@ -14,7 +15,7 @@ from shared.stream_memory import MemoryStream
 
 def main() -> None:
     settings = Settings()
-    configure_logging(settings)
+    logs.configure(settings)
     if settings.database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = CollectorRegistry()

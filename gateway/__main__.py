@@ -5,13 +5,14 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from gateway.app import build_node, create_app
-from gateway.server import Server, configure_logging, uvicorn_config
+from gateway.server import Server, uvicorn_config
+from shared import logs
 from shared.config import Settings
 
 
 def main() -> None:
     settings = Settings()
-    configure_logging(settings)
+    logs.configure(settings)
     registry = CollectorRegistry()
     node = build_node(settings, registry, writes_store=settings.persist_mode == "sync")
     app = create_app(node, registry)

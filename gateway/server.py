@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 
 import uvicorn
@@ -47,12 +46,4 @@ def uvicorn_config(app: Starlette, settings: Settings, port: int | None = None) 
         # The gateway resolves X-Forwarded-For itself, against CHAT_TRUSTED_PROXIES.
         proxy_headers=False,
         access_log=False,
-    )
-
-
-def configure_logging(settings: Settings) -> None:
-    """Plain one-line logs on stderr."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

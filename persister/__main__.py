@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -11,6 +9,7 @@ from redis.asyncio import Redis
 from persister.app import create_app
 from persister.source_redis import RedisStreamSource
 from persister.worker import Worker
+from shared import logs
 from shared.config import Settings
 from shared.metrics import PersisterMetrics
 from shared.store import Store
@@ -18,10 +17,7 @@ from shared.store import Store
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings)
     registry = CollectorRegistry()
     metrics = PersisterMetrics(registry)
     redis = Redis.from_url(

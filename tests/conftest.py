@@ -163,3 +163,18 @@ async def join(server: ChatServer, user: str, *rooms: str, **kwargs: Any) -> Cli
         await client.send(type="join", room=room)
         await client.expect("joined", room=room)
     return client
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

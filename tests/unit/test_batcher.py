@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from persister.batcher import Batcher
+from tests.conftest import FakeClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_flush_by_size() -> None:
-    batcher: Batcher[int] = Batcher(3, 1.0, Clock())
+def test_flush_by_size(clock: FakeClock) -> None:
+    batcher: Batcher[int] = Batcher(3, 1.0, clock)
     batcher.add([1, 2])
     assert not batcher.due() and batcher.room() == 1
     batcher.add([3, 4])
@@ -24,8 +17,7 @@ def test_flush_by_size() -> None:
     assert batcher.take() == []
 
 
-def test_flush_by_time_counts_from_first_item() -> None:
-    clock = Clock()
+def test_flush_by_time_counts_from_first_item(clock: FakeClock) -> None:
     batcher: Batcher[int] = Batcher(100, 1.0, clock)
     assert not batcher.due() and batcher.time_left() == 1.0
     clock.now = 5.0
@@ -39,8 +31,7 @@ def test_flush_by_time_counts_from_first_item() -> None:
     assert batcher.take() == [1, 2] and batcher.peek() is None
 
 
-def test_leftover_starts_a_new_window() -> None:
-    clock = Clock()
+def test_leftover_starts_a_new_window(clock: FakeClock) -> None:
     batcher: Batcher[int] = Batcher(2, 1.0, clock)
     batcher.add([1, 2, 3])
     clock.now = 0.5

@@ -7,16 +7,9 @@ import pytest
 
 from gateway.broker_memory import MemoryBroker
 from shared.stream_memory import MemoryStream
+from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def started(**kwargs: object) -> tuple[MemoryBroker, list[tuple[str, int, dict]]]:
@@ -55,8 +48,7 @@ async def test_recent_log_is_capped() -> None:
     assert [m["seq"] for m in (await broker.recent("r", 6, 50)).messages] == [7, 8]
 
 
-async def test_cid_window() -> None:
-    clock = Clock()
+async def test_cid_window(clock: FakeClock) -> None:
     broker, delivered = await started(clock=clock)
     await broker.subscribe("r")
     first = await broker.publish("r", "alice", "x", "c1")

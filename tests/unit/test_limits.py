@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 from gateway.limits import TokenBucket
+from tests.conftest import FakeClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_burst_then_refill() -> None:
-    clock = Clock()
+def test_burst_then_refill(clock: FakeClock) -> None:
     bucket = TokenBucket(rate=2, burst=3, clock=clock)
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
     clock.now += 0.5  # one token back
@@ -24,8 +16,7 @@ def test_burst_then_refill() -> None:
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
 
 
-def test_steady_rate_is_allowed() -> None:
-    clock = Clock()
+def test_steady_rate_is_allowed(clock: FakeClock) -> None:
     bucket = TokenBucket(rate=20, burst=1, clock=clock)
     for _ in range(100):
         clock.now += 0.05

@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -47,14 +47,19 @@ class RedisBroker:
         self.store = store
         self.shards = settings.shards
         self.gateway = settings.gateway_id
-        # No automatic retries: a publish retried after a lost reply could publish twice.
-        self.redis = Redis.from_url(
+        # A bounded pool that makes callers wait for a free connection (a burst of joins must
+        # queue, not fail), and no automatic retries: a publish retried after a lost reply
+        # could publish twice.
+        pool = BlockingConnectionPool.from_url(
             settings.redis_url,
+            max_connections=settings.redis_pool_size,
+            timeout=10,
             decode_responses=True,
             socket_timeout=5,
             socket_connect_timeout=2,
             retry=Retry(NoBackoff(), 0),
         )
+        self.redis = Redis(connection_pool=pool)
         self._publish = self.redis.register_script(scripts.PUBLISH)
         self._presence = self.redis.register_script(scripts.PRESENCE)
         self._sweep = self.redis.register_script(scripts.SWEEP)

@@ -98,9 +98,10 @@ class Connection:
 
     def finish_join(self, room: str, last_seq: int, joined: str) -> None:
         """Send ``joined``, then the live events that arrived meanwhile and are newer."""
+        self._hub.distribute()  # room events still pending join the held ones, after `joined`
         held = self._joining.pop(room, [])
         self.rooms[room] = max(last_seq, self.rooms.get(room, 0))
-        self.push(joined)
+        self._enqueue(Batch.of(joined))
         for batch in held:
             self.deliver(batch)
 

@@ -43,6 +43,7 @@ class Node:
         self._users: dict[str, tuple[int, TokenBucket]] = {}  # user → (connections, send bucket)
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._subscribing: dict[str, asyncio.Future[None]] = {}  # room → first join's subscribe
         metrics.broker_up.set_function(lambda: 1.0 if broker.healthy() else 0.0)
 
     async def start(self) -> None:
@@ -167,9 +168,13 @@ class Node:
                 )
         conn.begin_join(room)
         try:
-            if not rejoin and self.hub.add(room, conn):
-                # Subscribe before reading the log: nothing published meanwhile is missed.
-                await self.broker.subscribe(room)
+            if not rejoin:
+                # Subscribed before reading the log: nothing published meanwhile is missed.
+                # Joins racing the room's first one wait for its subscription too.
+                if self.hub.add(room, conn):
+                    await self._subscribe(room)
+                elif room in self._subscribing:
+                    await asyncio.shield(self._subscribing[room])
             messages, last_seq, recovered = await self._catch_up(room, since)
             if not rejoin:
                 await self.broker.presence_join(room, conn.user)
@@ -188,6 +193,19 @@ class Node:
             "recovered": recovered,
         }
         conn.finish_join(room, last_seq, events.encode(joined))
+
+    async def _subscribe(self, room: str) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._subscribing[room] = done
+        try:
+            await self.broker.subscribe(room)
+            done.set_result(None)
+        except BaseException as exc:
+            done.set_exception(Unavailable(f"cannot subscribe to {room}: {exc!r}"))
+            done.exception()  # retrieved: only the racing joins (if any) need it
+            raise
+        finally:
+            del self._subscribing[room]
 
     async def _catch_up(
         self, room: str, since: int | None

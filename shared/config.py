@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     persist_mode: Literal["async", "sync"] = "async"
     auth_secret: str = ""  # empty: anonymous mode
     shards: int = Field(default=16, ge=1)
+    redis_pool_size: int = Field(default=64, ge=2)  # connections per process (plus pub/sub)
     presence_ttl_s: float = Field(default=30.0, gt=0)  # a crashed gateway's users vanish after this
 
     # Persister.

@@ -161,3 +161,35 @@ async def test_presence_across_gateways_and_crash_expiry(start_gateways: Any) ->
     assert left["left"] == ["alice"]
     await bob.send(type="join", room="who", since=0)
     assert (await bob.expect("joined", room="who"))["members"] == ["bob"]
+
+
+async def test_joins_racing_live_traffic_miss_nothing(start_gateways: Any) -> None:
+    (gateway,) = start_gateways(
+        1, chat_rate_burst=1000, chat_user_rate_burst=1000, chat_conn_burst_per_ip=1000
+    )
+    writer = await join(gateway, "writer", "race")
+    total = 150
+
+    async def write() -> None:
+        for n in range(total):
+            await writer.send(type="send", room="race", text=str(n))
+            if n % 10 == 0:
+                await asyncio.sleep(0)
+
+    async def joiner(n: int) -> list[int]:
+        client = await Client.connect(f"{gateway.ws_url}?user=j{n}&room=race")
+        # `joined` must come first: no message of the room may precede it.
+        event = await client.next()
+        while event["type"] == "hello":
+            event = await client.next()
+        assert event["type"] == "joined", event
+        start = event["seq"]
+        live = [m["seq"] for m in await client.messages("race", total - start)]
+        return [start, *live] if live else [start]
+
+    writing = asyncio.create_task(write())
+    results = await asyncio.gather(*(joiner(n) for n in range(40)))
+    await writing
+    for seqs in results:
+        # From its join on, every client sees every later message once, in order.
+        assert seqs == list(range(seqs[0], total + 1)), seqs[:5]

@@ -16,7 +16,7 @@ STACK_PORT ?= 8080
 BENCH_QUICK ?= 0
 export BENCH_QUICK
 
-.PHONY: run venv test lint system-deps unit stack up down token clean
+.PHONY: bench-persister run venv test lint system-deps unit stack up down token clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ token: venv ## a token for local testing: make token NAME=alice [ROOMS='team-*']
 
 bench: venv system-deps ## experiments 1-7 on the native stack -> bench/results/<timestamp>/report.md
 	$(PY) -m bench.run
+
+bench-persister: venv system-deps ## rows/s into MariaDB: persister batches (200, 1000) vs one commit per message
+	$(PY) -m bench.persister
+
+# `make soak`: every SOAK_* variable is passed through (see bench/soak.py), e.g. SOAK_SECONDS (120),
+# SOAK_USERS (300), SOAK_RATE (50 msgs/s), SOAK_CHURN_PER_S (20). Not part of `make test`.
+.PHONY: soak
+soak: venv system-deps ## leak hunt: steady load + connection churn -> bench/results/soak-<timestamp>.md
+	$(foreach v,$(filter SOAK_%,$(.VARIABLES)),$(v)='$($(v))') $(PY) -m bench.soak
 
 system-deps: ## system packages the tests need (apt, only where missing)
 	@missing=""; \

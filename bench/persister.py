@@ -1,0 +1,123 @@
+"""``python -m bench.persister`` (``make bench-persister``): rows/s into MariaDB.
+
+Measures the two ways a message reaches the database, on private Redis and MariaDB servers:
+- async: the persister service draining a backlog of N entries already in the persist streams
+  (batches of ``BENCH_BATCH`` = 200, and 1000), from the first row to the last;
+- sync: one insert + commit per message (what ``CHAT_PERSIST_MODE=sync`` does per send).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import redis
+
+from shared import keys
+from shared.store import Store
+from stack.processes import ChatProcess, MariaDB, Redis, wait_until
+
+SHARDS = 16
+
+
+def fill(redis_url: str, count: int, rooms: int) -> None:
+    """Put ``count`` message entries into the persist streams, as the publish script would."""
+    client = redis.Redis.from_url(redis_url)
+    pipe = client.pipeline(transaction=False)
+    now = int(time.time() * 1000)
+    seqs = [0] * rooms
+    for n in range(count):
+        room = f"room{n % rooms}"
+        seqs[n % rooms] += 1
+        event = {"type": "message", "room": room, "seq": seqs[n % rooms], "user": "bench",
+                 "text": f"message {n} " + "x" * 40, "ts": now}  # fmt: skip
+        pipe.xadd(keys.persist(keys.shard_of(room, SHARDS)), {"e": orjson.dumps(event)})
+        if n % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    client.close()
+
+
+def count_rows(mariadb: MariaDB, database: str) -> int:
+    try:
+        return int(mariadb.query(database, "SELECT COUNT(*) FROM message")[0][0])
+    except Exception:
+        return 0
+
+
+def measure_async(
+    work: Path, redis_server: Redis, mariadb: MariaDB, batch: int, count: int
+) -> float:
+    database = f"async_{batch}"
+    url = mariadb.create_database(database)
+    redis_server_flush(redis_server)
+    fill(redis_server.url, count, rooms=64)
+    persister = ChatProcess(
+        work / f"persister-{batch}",
+        module="persister",
+        env={
+            "CHAT_REDIS_URL": redis_server.url,
+            "CHAT_DATABASE_URL": url,
+            "CHAT_BATCH_SIZE": str(batch),
+            "CHAT_FLUSH_INTERVAL_MS": "1000",
+        },
+    )
+    persister.start()
+    try:
+        wait_until(lambda: count_rows(mariadb, database) > 0, 60, "first rows")
+        started = time.perf_counter()
+        wait_until(lambda: count_rows(mariadb, database) >= count, 600, "all rows")
+        return count / (time.perf_counter() - started)
+    finally:
+        persister.stop()
+
+
+def redis_server_flush(redis_server: Redis) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+
+
+def measure_sync(mariadb: MariaDB, count: int) -> float:
+    url = mariadb.create_database("sync")
+    store = Store(url)
+    store.create_schema()
+    now = int(time.time() * 1000)
+    started = time.perf_counter()
+    for n in range(count):
+        store.write([{"type": "message", "room": "sync", "seq": n + 1, "user": "bench",
+                      "text": f"message {n} " + "x" * 40, "ts": now}])  # fmt: skip
+    rate = count / (time.perf_counter() - started)
+    store.close()
+    return rate
+
+
+def main() -> None:
+    count = int(os.environ.get("BENCH_ROWS", "50000"))
+    sync_count = int(os.environ.get("BENCH_SYNC_ROWS", "3000"))
+    with tempfile.TemporaryDirectory(prefix="chat-bench-persister-") as tmp:
+        work = Path(tmp)
+        redis_server = Redis(work / "redis").start()
+        mariadb = MariaDB(work / "mariadb").start()
+        try:
+            results = [(f"async, batch {b}", measure_async(work, redis_server, mariadb, b, count))
+                       for b in (200, 1000)]  # fmt: skip
+            results.append(("sync, one commit per message", measure_sync(mariadb, sync_count)))
+        finally:
+            mariadb.stop()
+            redis_server.stop()
+    print(f"\npersister throughput ({platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, python {sys.version.split()[0]}); "
+          f"{count} rows async, {sync_count} rows sync")  # fmt: skip
+    print("| mode | rows/s |\n|---|---|")
+    for name, rate in results:
+        print(f"| {name} | {rate:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ from gateway.limits import TokenBucket
 from shared import errors, events
 from shared.config import Settings
 from shared.errors import ProtocolError, Unavailable
-from shared.metrics import GatewayMetrics
+from shared.metrics import GatewayMetrics, asyncio_task_count
 from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscribing: dict[str, asyncio.Future[None]] = {}  # room → first join's subscribe
         metrics.broker_up.set_function(lambda: 1.0 if broker.healthy() else 0.0)
+        metrics.asyncio_tasks.set_function(asyncio_task_count)
 
     async def start(self) -> None:
         """Start the hub's clock and the broker."""

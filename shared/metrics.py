@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 500, 1000, 2000)
+
+
+def asyncio_task_count() -> int:
+    """Tasks alive in the running event loop (0 when called outside one)."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:
+        return 0
 
 
 class GatewayMetrics:
@@ -43,6 +53,9 @@ class GatewayMetrics:
             "Server time from publish to fan-out on this gateway",
             buckets=LATENCY_BUCKETS,
             registry=registry,
+        )
+        self.asyncio_tasks = Gauge(
+            "chat_asyncio_tasks", "asyncio tasks alive in this process", registry=registry
         )
 
 

@@ -100,11 +100,14 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "",
         )
     )
+    syncs = sorted(
+        (r for r in data["runs"] if r["experiment"] == "2"), key=lambda r: r["offered_rate"]
+    )
     rows.append(
         (
             f"sync → async save, 3 gateways, {u} users",
             "139,813 → 163,022 msgs/s",
-            f"{d(f'e2-sync-{u}')} → {d(f'e1-3gw-{u}')}",
+            (" / ".join(_sync(r) for r in syncs) or "not run") + f" → {d(f'e1-3gw-{u}')}",
             "",
         )
     )
@@ -113,21 +116,26 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         (
             "memory → Redis broker, 3 users on 3 gateways",
             "0% → 100% cross-server",
-            f"{_pct(mem)} → {_pct(red)}",
+            f"{_pct(mem)} {_ok(mem)} → {_pct(red)} {_ok(red)}",
             "100% with Redis",
         )
     )
     peak_run = _run(data, "e4-peak")
     peak = (peak_run or {}).get("peak")
     t = TARGETS
+    if peak:
+        shown = f"{_step_text(peak)}, highest step that held"
+    elif peak_run and peak_run.get("best_step"):
+        shown = f"no step held; best step {_step_text(peak_run['best_step'])}"
+    else:
+        shown = "no step held" if peak_run else "not run"
+    held = peak["deliveries_per_s"] if peak else (0 if peak_run else None)
     rows.append(
         (
             f"4. peak, {u} users, 3 gateways, p99 ≤ {s['p99_ms']:g} ms",
             "163,022 msgs/s",
-            f"{peak['deliveries_per_s']:,}/s at {peak['rate']:g} msgs/s, p99 {peak['p99_ms']} ms"
-            if peak
-            else ("no step held" if peak_run else "not run"),
-            _verdict(peak and peak["deliveries_per_s"], t["peak"], True, "/s"),
+            shown,
+            _verdict(held, t["peak"], True, "/s"),
         )
     )
     p = data["facts"].get("persister")
@@ -153,23 +161,23 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 _verdict(idle["rss_per_connection_kb"], t["rss_kb"], False, " KB"),
             )
         )
-    base = (_run(data, "e7-baseline") or {}).get("peak")
-    if base or _run(data, "e7-baseline"):
-        ratio = (
-            peak["deliveries_per_s"] / base["deliveries_per_s"]
-            if peak and base and base["deliveries_per_s"]
-            else None
-        )
+    base_run = _run(data, "e7-baseline")
+    if base_run:
+        base = base_run.get("peak")
+        ours = best_held(data)
+        ratio = ours[0] / base["deliveries_per_s"] if ours and base else None
         rows.append(
             (
                 "7. textbook Starlette + broadcaster, same workload",
                 "-",
                 (
-                    f"{base['deliveries_per_s']:,}/s at {base['rate']:g} msgs/s; "
+                    f"baseline {base['deliveries_per_s']:,}/s at {base['rate']:g} msgs/s "
+                    f"(p99 {base['p99_ms']} ms)"
                     if base
-                    else "no step held; "
+                    else "baseline: no step held"
                 )
-                + f"ratio {_fmt(ratio)}x",
+                + (f"; this project {ours[0]:,}/s ({ours[1]})" if ours else "; this project: -")
+                + f"; ratio {_fmt(ratio)}x at p99 ≤ {s['p99_ms']:g} ms",
                 _verdict(ratio, t["ratio"], True, "x"),
             )
         )
@@ -189,6 +197,40 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _step_text(st: dict[str, Any]) -> str:
+    ok = "verified" if st.get("clean", True) else "NOT verified"
+    return f"{st['deliveries_per_s']:,}/s at {st['rate']:g} msgs/s, p99 {st['p99_ms']} ms, {ok}"
+
+
+def _ok(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return ""
+    return "✓" if run["verified"] else "✗ " + "; ".join(run["problems"][:2])
+
+
+def _sync(r: dict[str, Any]) -> str:
+    return (
+        f"at {r['offered_rate']:g} msgs/s offered: {r.get('echoed_per_s', 0):,} accepted/s, "
+        f"{r['deliveries_per_s']:,} deliveries/s, p99 {r['p99_ms']} ms, "
+        f"{r.get('unavailable_errors', 0):,} unavailable {_ok(r)}"
+    )
+
+
+def best_held(data: dict[str, Any]) -> tuple[int, str] | None:
+    """This project's best deliveries/s at p99 ≤ the bound on the big-room workload: the peak
+    search's highest held step, or any verified run of experiments 1, 2 or 4 within the bound."""
+    s = data["settings"]
+    found: list[tuple[int, str]] = []
+    for r in data["runs"]:
+        if r["experiment"] not in ("1", "2", "4") or r["users"] != s["users"]:
+            continue
+        if r.get("peak"):
+            found.append((r["peak"]["deliveries_per_s"], f"{r['label']} {r['peak']['step']}"))
+        elif r["experiment"] != "4" and r["verified"] and r["p99_ms"] <= s["p99_ms"]:
+            found.append((r["deliveries_per_s"], r["label"]))
+    return max(found, default=None)
+
+
 def _pct(run: dict[str, Any] | None) -> str:
     if run is None or run.get("cross_delivery_pct") is None:
         return "not run"
@@ -201,9 +243,77 @@ def _verdict(value: float | None, target: float, higher: bool, unit: str) -> str
     met = value >= target if higher else value <= target
     if met:
         return f"met (target {'≥' if higher else '≤'} {_fmt(target)}{unit})"
-    miss = (target / value if higher and value else value / target) if value else float("inf")
-    by = f"{100 * (miss - 1):.0f}%" if miss < 2 else f"{miss:.1f}x"
+    if not value:
+        return f"MISSED: 0 measured (target {'≥' if higher else '≤'} {_fmt(target)}{unit})"
+    miss = target / value if higher else value / target
+    by = f"{100 * (miss - 1):.1f}%" if miss < 2 else f"{miss:.1f}x"
     return f"MISSED by {by} (target {'≥' if higher else '≤'} {_fmt(target)}{unit})"
+
+
+def _bad(st: dict[str, Any]) -> str:
+    bad = [f"{k}={st[k]}" for k in ("gaps", "duplicates", "errors") if st.get(k)]
+    return "✗ " + ", ".join(bad) if bad else "✗"
+
+
+def _notes(data: dict[str, Any]) -> list[str]:
+    """Reading notes for experiments 2 and 3."""
+    out: list[str] = []
+    syncs = sorted(
+        (r for r in data["runs"] if r["experiment"] == "2"), key=lambda r: r["offered_rate"]
+    )
+    if syncs:
+        out += [
+            "## Experiment 2: reading the sync numbers",
+            "",
+            "In sync mode every send takes the room's lock and commits to MariaDB before it is "
+            "published, so one room takes one message at a time (a commit alone is ~1.2 ms, "
+            "see `make bench-persister`). Offered more than the room takes, sends queue behind "
+            "the lock; a send refused while waiting is answered `error unavailable` (counted "
+            "below), and sends still queued when the run ends are missing echoes, so the run is "
+            "marked ✗: the design's limit, reported as measured. "
+            f"Best accepted rate measured here: {max(r.get('echoed_per_s', 0) for r in syncs):,} "
+            "msgs/s, far below 1 / commit time, so the commit is not the only cost per send. "
+            "*accepted/s* is echoes received per second (messages the room really took).",
+            "",
+            table(
+                [
+                    (
+                        r["label"],
+                        f"{r['offered_rate']:g}",
+                        f"{r['sent_per_s']:,}",
+                        f"{r.get('echoed_per_s', 0):,}",
+                        f"{r['deliveries_per_s']:,}",
+                        r["p99_ms"],
+                        f"{r.get('unavailable_errors', 0):,}",
+                        _ok(r),
+                    )
+                    for r in syncs
+                ],
+                (
+                    "run",
+                    "offered/s",
+                    "sent/s",
+                    "accepted/s",
+                    "deliveries/s",
+                    "p99 ms",
+                    "unavailable",
+                    "verified",
+                ),
+            ),
+            "",
+        ]
+    mem = _run(data, "e3-memory")
+    if mem:
+        out += [
+            "## Experiment 3: memory broker",
+            "",
+            "With the memory broker each gateway numbers the room on its own and nothing "
+            "crosses gateways, so cross-gateway delivery is expected to be 0 %. Its "
+            "verification asks only for each user's own echoes and gapless order per gateway; "
+            f"measured cross-gateway delivery: {_pct(mem)}, verification {_ok(mem)}.",
+            "",
+        ]
+    return out
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
@@ -296,23 +406,39 @@ def write_report(out: Path, data: dict[str, Any]) -> str:
     for r in data["runs"]:
         procs = ", ".join(f"{k} {v['cpu_pct']}%/{v['rss_mb']}MB" for k, v in r["processes"].items())
         detail.append((r["label"], r["gateways"], r["users"], f"{r['offered_rate']:g}",
-                       f"{r['sent_per_s']:,}", f"{r['deliveries_per_s']:,}",
+                       f"{r['sent_per_s']:,}", f"{r.get('echoed_per_s', 0):,}",
+                       f"{r['deliveries_per_s']:,}",
                        f"{r['frames_per_s']:,}", r["mb_per_s"], r["p50_ms"], r["p95_ms"],
                        r["p99_ms"], r["max_ms"], "✓" if r["verified"] else "✗ " + "; ".join(
                            r["problems"]), procs))  # fmt: skip
     steps = []
+    verdicts: list[str] = []
     for r in data["runs"]:
         for st in r.get("steps") or []:
             steps.append(
                 (
                     r["label"],
                     st["step"],
+                    f"{st.get('sent_per_s', 0):,}",
                     f"{st['deliveries_per_s']:,}",
+                    st.get("p50_ms", "-"),
                     st["p99_ms"],
+                    "✓" if st["clean"] else _bad(st),
                     st["reordered"],
                     "✓" if st["held"] else "✗",
                 )
             )
+        if r.get("steps") is not None:
+            peak, best = r.get("peak"), r.get("best_step")
+            if peak:
+                verdicts.append(f"- {r['label']}: highest step that held: {_step_text(peak)}.")
+            else:
+                verdicts.append(
+                    f"- {r['label']}: no step held (p99 ≤ {s['p99_ms']:g} ms and verified)"
+                    + (f"; best step {_step_text(best)}." if best else ".")
+                )
+            if r.get("stopped_after"):
+                verdicts[-1] += f" The search stopped after step {r['stopped_after']}."
     parts = [
         "# Benchmark report",
         "",
@@ -348,6 +474,7 @@ def write_report(out: Path, data: dict[str, Any]) -> str:
                 "users",
                 "offered/s",
                 "sent/s",
+                "accepted/s",
                 "deliveries/s",
                 "frames/s",
                 "MB/s",
@@ -365,9 +492,25 @@ def write_report(out: Path, data: dict[str, Any]) -> str:
         parts += [
             "## Peak searches",
             "",
-            table(steps, ("run", "step", "deliveries/s", "p99 ms", "reordered", "held")),
+            table(
+                steps,
+                (
+                    "run",
+                    "step",
+                    "sent/s",
+                    "deliveries/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "verification",
+                    "reordered",
+                    "held",
+                ),
+            ),
+            "",
+            *verdicts,
             "",
         ]
+    parts += _notes(data)
     if data["facts"].get("failures"):
         parts += ["## Failures", "", *[f"- {f}" for f in data["facts"]["failures"]], ""]
     for key, title in (("persister", "Persister (experiment 5)"), ("idle", "Idle (experiment 6)")):
@@ -386,7 +529,13 @@ def write_report(out: Path, data: dict[str, Any]) -> str:
         "bound.",
         "- Peak searches step the total send rate up; a step holds if its p99 ≤ the bound and "
         "it saw no gap, duplicate, error or close (the baseline's reordering is reported, not "
-        "counted as a failure). The run stops after the first step that fails.",
+        "counted as a failure). The search stops at once on a verification failure, and after "
+        f"{s.get('peak_strikes', 1)} steps in a row over the p99 bound. Experiment 5 samples "
+        "the persister's `/metrics` (`chat_persist_rows_written_total`, "
+        "`chat_persist_lag_seconds`) once a second during the peak steps.",
+        "- Experiment 7's ratio: this project's best deliveries/s at p99 ≤ the bound (the peak "
+        "search's highest held step, or a verified run of the same 1000-user room within the "
+        "bound) over the baseline's highest held step.",
         "- Experiment 3 and 6 connect to gateways directly (one user per gateway; 6: one "
         "gateway); all other runs go through nginx.",
         "- CPU% is per process tree (nginx with its workers), averaged over the measured "

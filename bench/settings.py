@@ -24,8 +24,11 @@ class BenchSettings:
     duration_s: float = 20.0
     step_s: float = 10.0  # one step of a peak search
     peak_rates: list[float] = field(
-        default_factory=lambda: [250, 500, 1000, 1500, 2000, 2500, 3000, 4000]
+        default_factory=lambda: [100, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000]
     )
+    peak_strikes: int = 2  # the peak search stops after this many steps in a row over the p99
+    # bound (at once on a verification failure)
+    sync_rates: list[float] = field(default_factory=lambda: [50, 200, 500])  # experiment 2
     baseline_rates: list[float] = field(default_factory=lambda: [5, 10, 20, 40, 80, 160])
     p99_ms: float = 200.0
     cross_users: int = 3
@@ -49,7 +52,7 @@ class BenchSettings:
         s = cls(quick=quick)
         if quick:
             s.ramp_s, s.duration_s, s.step_s = 2.0, 5.0, 5.0
-            s.peak_rates = [250, 500, 1000, 2000, 3000]
+            s.peak_rates = [100, 250, 500, 1000, 2000, 3000]
             s.baseline_rates = [10, 20, 40, 80]
             s.cross_s = 5.0
             s.idle_connections = 3000  # the full run uses the 10,000

@@ -66,6 +66,7 @@ class RedisBroker:
         self._reserve = self.redis.register_script(scripts.RESERVE)
         self._commit = self.redis.register_script(scripts.COMMIT)
         self.sync = settings.persist_mode == "sync"
+        self._sync_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._deliver: Deliver | None = None
         self._pubsub: PubSub | None = None
         self._channels: dict[str, str] = {}  # channel → room, for subscribed rooms
@@ -139,6 +140,21 @@ class RedisBroker:
     async def _publish_sync(self, room: str, user: str, text: str, cid: str | None) -> Published:
         """Synchronous persist mode: insert into the database, then publish (the comparison
         branch of the original project). A per-room lock keeps seqs gapless and in order."""
+        # This process's senders to one room queue on a local lock, so only one of them at a
+        # time contends (with the other gateways) for the room's Redis lock.
+        lock, users = self._sync_locks.get(room, (asyncio.Lock(), 0))
+        self._sync_locks[room] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._publish_locked(room, user, text, cid)
+        finally:
+            lock, users = self._sync_locks[room]
+            if users == 1:
+                del self._sync_locks[room]
+            else:
+                self._sync_locks[room] = (lock, users - 1)
+
+    async def _publish_locked(self, room: str, user: str, text: str, cid: str | None) -> Published:
         token = uuid.uuid4().hex
         lock = keys.lock(room, self.shards)
         script_keys = [keys.seq(room, self.shards), keys.cid(room, user, cid or "", self.shards)]

@@ -34,6 +34,7 @@ class LoadConfig:
     sample_every: int = 10  # latency of every k-th delivered message
     track_senders: bool = False  # per-sender counts (cross-gateway %), forces the slow path
     allow_reorder: bool = False  # reordered seqs reported but not a failure (the baseline)
+    seq_per_gateway: bool = False  # seq is per gateway (memory broker): tails compared per gateway
     client: str = "picows"
     connect_concurrency: int = 64
     connect_timeout_s: float = 60.0
@@ -113,6 +114,7 @@ class PhaseResult:
             "seconds": round(self.seconds, 1),
             "rate": self.rate,
             "sent_per_s": round(self.per_s("sent")),
+            "echoed_per_s": round(self.per_s("echoed")),
             "deliveries_per_s": round(self.deliveries_per_s),
             "frames_per_s": round(self.per_s("frames")),
             "mb_per_s": round(self.per_s("bytes") / 1e6, 2),
@@ -348,7 +350,9 @@ def _run(
             second_latency = LatencyHistogram()
         # 3. the early stop of a peak search, judged once a phase's last snapshots are in
         while not stopped and checked < len(bounds) and now >= bounds[checked] + 0.5:
-            if phase_ok is not None and checked < len(bounds) - 1 and not phase_ok(phases[checked]):
+            phase_done = phases[checked]  # the ramp is never judged: it is not a step
+            judge = phase_ok is not None and phase_done.measured and checked < len(bounds) - 1
+            if judge and phase_ok is not None and not phase_ok(phase_done):
                 stop_at.value = now
                 stopped = True
                 result.stopped_after = phases[checked].name
@@ -405,10 +409,15 @@ def _final(result: LoadResult, final: dict[str, Any]) -> None:
 def _tail(result: LoadResult) -> None:
     """Whole-run checks over every user: lost seqs, tails behind the room, unechoed sends."""
     users: list[dict[str, Any]] = result.__dict__.pop("_users", [])
+    per_gateway = result.config.seq_per_gateway
+
+    def key(u: dict[str, Any], room: str) -> str:
+        return f"{u['gateway']}/{room}" if per_gateway else room
+
     last: dict[str, int] = {}
     for u in users:
         for room, seq in u["last"].items():
-            last[room] = max(last.get(room, 0), seq)
+            last[key(u, room)] = max(last.get(key(u, room), 0), seq)
     result.last_seq = last
     for u in users:
         result.gateways[u["gateway"]] += 1
@@ -416,7 +425,7 @@ def _tail(result: LoadResult) -> None:
         if u["open"]:
             result.open_at_end += 1
             result.missing_echoes += u["pending"]
-            result.tail_missing += sum(last[r] - s for r, s in u["last"].items())
+            result.tail_missing += sum(last[key(u, r)] - s for r, s in u["last"].items())
     if result.config.track_senders:
         sent = {u["user"]: u["sent"] for u in users}
         expected = got = 0

@@ -109,6 +109,7 @@ async def websocket(ws: WebSocket) -> None:
         node.admission.check(ws.headers.get("origin"), ip, len(node.hub.connections))
         identity = identify(settings.auth_secret, params.get("user"), params.get("token"))
     except (AuthError, Refused) as exc:
+        node.metrics.refused.labels(str(exc.code)).inc()
         await ws.close(exc.code, exc.reason[:120])
         return
     if node.draining:

@@ -45,6 +45,12 @@ class GatewayMetrics:
         self.broker_reconnects = Counter(
             "chat_broker_reconnects", "Times the broker subscriber reconnected", registry=registry
         )
+        self.refused = Counter(
+            "chat_connections_refused",
+            "Connections closed before hello (origin, capacity, address rate, identity)",
+            ["code"],
+            registry=registry,
+        )
         self.errors = Counter(
             "chat_protocol_errors", "error events sent", ["code"], registry=registry
         )

@@ -8,7 +8,7 @@ import jwt
 import pytest
 import websockets
 
-from tests.conftest import ChatServer, Client, join
+from tests.conftest import ChatServer, Client, http_get, join
 
 pytestmark = pytest.mark.anyio
 
@@ -106,7 +106,7 @@ async def test_slow_sender_is_not_rate_limited(start_server) -> None:  # type: i
 
 
 class TestTokenMode:
-    SECRET = "test-secret-that-is-long-enough-for-hs256"
+    SECRET = "test-secret-long-enough-even-for-hs512-" + "0123456789abcdef" * 2
 
     @pytest.fixture
     def token_server(self, start_server) -> ChatServer:  # type: ignore[no-untyped-def]
@@ -132,6 +132,25 @@ class TestTokenMode:
         }[case]
         client = await Client.connect(f"{token_server.ws_url}?{query}")
         assert await client.closed() == 4001
+
+    @pytest.mark.parametrize("algorithm", ["none", "HS512"])
+    async def test_other_algorithms_are_refused(
+        self, token_server: ChatServer, algorithm: str
+    ) -> None:
+        claims = {"sub": "mallory", "exp": int(time.time()) + 60}
+        key = None if algorithm == "none" else self.SECRET
+        token = jwt.encode(claims, key, algorithm=algorithm)
+        client = await Client.connect(f"{token_server.ws_url}?token={token}")
+        assert await client.closed() == 4001
+        _, metrics = http_get(token_server.url + "/metrics")
+        assert b'chat_connections_refused_total{code="4001"} 1.0' in metrics
+
+    async def test_rooms_claim_limits_history_too(self, token_server: ChatServer) -> None:
+        token = self.token(sub="erin", rooms=["lobby"])
+        client = await Client.connect(f"{token_server.ws_url}?token={token}")
+        await client.send(type="history", room="secret")
+        error = await client.expect("error")
+        assert (error["code"], error["room"]) == ("forbidden", "secret")
 
     async def test_rooms_claim_limits_joins(self, token_server: ChatServer) -> None:
         token = self.token(sub="erin", rooms=["team-*", "lobby"])

@@ -39,3 +39,11 @@ def test_origin_capacity_and_rate() -> None:
     with pytest.raises(Refused) as info:
         adm.check(None, "3.3.3.3", 5)
     assert info.value.code == 1013
+
+
+def test_short_auth_secrets_are_refused_at_start_up() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="at least 32 bytes"):
+        Settings(auth_secret="too-short")
+    assert Settings(auth_secret="x" * 32).auth_mode == "token"

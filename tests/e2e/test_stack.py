@@ -53,7 +53,8 @@ async def exchange(clients: list[Client], room: str, seconds: float) -> list[lis
         while True:
             message = await client.expect("message", room=room)
             received[i].append(message)
-            if message.get("cid") == f"{i}:{sent[i] - 1}" and message["user"].endswith(str(i)):
+            own = message["user"] == client.hello["user"]
+            if own and message.get("cid") == f"{i}:{sent[i] - 1}":
                 break
     return received
 

@@ -104,12 +104,11 @@ async def test_persister_sigkill_midstream_loses_nothing(stack: Any, mariadb: Ma
     gateway = stack.gateway()
     # Small, frequent batches so the kill lands between batches and inside them.
     persister = stack.persister(chat_batch_size=20, chat_flush_interval_ms=50)
-    traffic = asyncio.create_task(send_many(gateway, "alice", "crash", 400))
+    traffic = asyncio.create_task(send_many(gateway, "alice", "crash", 200, "a"))
     await asyncio.to_thread(wait_rows, mariadb, stack.database, 40)
-    persister.stop(signal.SIGKILL)
+    persister.stop(signal.SIGKILL)  # while alice is still sending
     await traffic
-    before = len(rows(mariadb, stack.database))
-    assert before < 400, "the kill came too late to mean anything"
+    await send_many(gateway, "bob", "crash", 200, "b")  # and more after the kill
     persister = stack.persister(chat_batch_size=20, chat_flush_interval_ms=50)
     await asyncio.to_thread(wait_rows, mariadb, stack.database, 400)
     assert_exactly_once(mariadb, stack.database, {"crash": 400})

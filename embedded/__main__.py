@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from gateway.app import build_node, create_app
-from gateway.server import Server, uvicorn_config
+from gateway.server import serve
 from persister.worker import Worker
 from shared import logs
 from shared.config import Settings
@@ -32,7 +32,7 @@ def main() -> None:
     )
     app = create_app(node, registry, services=[worker])
     print(f"chat: open http://{settings.host}:{settings.port}/ (data in {settings.database_url})")
-    Server(uvicorn_config(app, settings), node).run()
+    serve(app, settings, node)
 
 
 if __name__ == "__main__":

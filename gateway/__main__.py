@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from gateway.app import build_node, create_app
-from gateway.server import Server, uvicorn_config
+from gateway.server import serve
 from shared import logs
 from shared.config import Settings
 
@@ -16,7 +16,7 @@ def main() -> None:
     registry = CollectorRegistry()
     node = build_node(settings, registry, writes_store=settings.persist_mode == "sync")
     app = create_app(node, registry)
-    Server(uvicorn_config(app, settings), node).run()
+    serve(app, settings, node)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import uvicorn
@@ -27,6 +28,13 @@ class Server(uvicorn.Server):
             server.close()
         await self.node.drain()
         await super().shutdown(sockets)
+
+
+def serve(app: Starlette, settings: Settings, node: Node) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    # uvicorn re-raises the Ctrl-C it captured once the graceful shutdown is complete.
+    with contextlib.suppress(KeyboardInterrupt):
+        Server(uvicorn_config(app, settings), node).run()
 
 
 def uvicorn_config(app: Starlette, settings: Settings, port: int | None = None) -> uvicorn.Config:

@@ -98,6 +98,8 @@ class ClusterNode(Redis):
             *super().command(),
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(self.node_timeout_ms),
+            # A replica's first full sync starts at once (the default waits 5 s for others).
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
 
     def client(self, timeout: float = 1.0) -> redis.Redis:
@@ -161,8 +163,9 @@ class RedisCluster:
         return self
 
     def healthy(self) -> bool:
-        """Every running node: ``cluster_state:ok``, all slots assigned and ok, every node
-        known, and every replica's link to its primary up (so it can be promoted)."""
+        """For a freshly created cluster, on every node: ``cluster_state:ok``, all slots ok, every
+        node known with its role, every replica's link to its primary up (so it can be promoted).
+        """
         running = [node for node in self.nodes if node.running]
         try:
             for node in running:
@@ -173,7 +176,18 @@ class RedisCluster:
                     return False
                 if int(info.get("cluster_known_nodes", 0)) < len(self.nodes):
                     return False
+                # Gossip has told this node every other node's role (right after the create,
+                # a node may still see a replica as an empty primary).
                 nodes = parse_nodes(node.call("CLUSTER", "NODES"))
+                if len(nodes) != len(self.nodes) or any(
+                    n.failed or "handshake" in n.flags or "noaddr" in n.flags for n in nodes
+                ):
+                    return False
+                primaries = [n for n in nodes if n.is_primary]
+                if len(primaries) != self.size // (self.replicas + 1):
+                    return False
+                if not all(n.slots for n in primaries):
+                    return False
                 me = next(n for n in nodes if "myself" in n.flags)
                 if not me.is_primary:
                     with node.client() as conn:

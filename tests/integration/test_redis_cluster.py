@@ -1,0 +1,236 @@
+"""A real local Redis Cluster (3 primaries, 3 replicas on loopback ports): the key scheme keeps a
+room in one slot, the 16 shards reach every primary, the publish script and sharded pub/sub work
+through redis-py's cluster client, and a SIGKILL'd primary's replica takes over (issue 8)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from shared import keys, scripts
+from stack.cluster import SLOTS
+from stack.cluster import RedisCluster as LocalCluster
+from stack.processes import wait_until
+
+pytestmark = pytest.mark.anyio
+
+SHARDS = 16
+FAILOVER_BOUND = 12.0  # s: node timeout 2 s + failure agreement + election (measured ~4 s)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A fresh 6-node cluster for one test, every node stopped at teardown."""
+    local = LocalCluster(tmp_path / "cluster").start()
+    try:
+        yield local
+    finally:
+        local.stop()
+        assert not any(node.running for node in local.nodes)
+
+
+@pytest.fixture
+async def client(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
+    rc = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster.startup_nodes],
+        decode_responses=True,
+    )
+    await rc.initialize()
+    try:
+        yield rc
+    finally:
+        await rc.aclose()
+
+
+def room_keys(room: str) -> list[str]:
+    shard = keys.shard_of(room, SHARDS)
+    return [
+        keys.seq(room, SHARDS),
+        keys.log(room, SHARDS),
+        keys.persist(shard),
+        keys.channel(room, SHARDS),
+        keys.presence(room, SHARDS),
+        keys.presence_user(room, "ann", SHARDS),
+        keys.cid(room, "ann", "c1", SHARDS),
+        keys.lock(room, SHARDS),
+    ]
+
+
+def shard_owners(cluster: LocalCluster, client: RedisCluster) -> dict[int, int]:
+    """Logical shard -> port of the primary that owns its slot."""
+    owners = {}
+    for shard in range(SHARDS):
+        key = keys.persist(shard)
+        owners[shard] = cluster.owner_of_slot(client.keyslot(key))
+        node = client.get_node_from_key(key)
+        assert node is not None and node.port == owners[shard]  # the client agrees
+    return owners
+
+
+def rooms_per_primary(cluster: LocalCluster, client: RedisCluster) -> dict[int, str]:
+    """One room whose shard lives on each primary."""
+    owners = shard_owners(cluster, client)
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < len(cluster.primaries()):
+        room = f"room{n}"
+        found.setdefault(owners[keys.shard_of(room, SHARDS)], room)
+        n += 1
+    return found
+
+
+async def publish(client: RedisCluster, room: str, text: str, cid: str = "") -> list[Any]:
+    shard = keys.shard_of(room, SHARDS)
+    script = client.register_script(scripts.PUBLISH)
+    body = orjson.dumps({"type": "message", "room": room, "user": "ann", "text": text})[:-1]
+    cid_key = keys.cid(room, "ann", cid or "none", SHARDS)
+    result = await script(
+        keys=[keys.seq(room, SHARDS), keys.log(room, SHARDS), keys.persist(shard), cid_key],
+        args=[body, keys.channel(room, SHARDS), 100, "60" if cid else "", "1"],
+    )
+    return list(result)
+
+
+async def publish_acked(client: RedisCluster, room: str, text: str) -> tuple[list[Any], int]:
+    """The publish script then ``WAIT 1 1000`` pipelined on ONE connection to the slot's primary
+    (WAIT counts the replicas that have this connection's writes; the cluster client would
+    send a keyless WAIT to every primary on arbitrary connections, which proves nothing)."""
+    shard = keys.shard_of(room, SHARDS)
+    node = client.get_node_from_key(keys.seq(room, SHARDS))
+    assert node is not None
+    body = orjson.dumps({"type": "message", "room": room, "user": "ann", "text": text})[:-1]
+    eval_args = [
+        "EVAL", scripts.PUBLISH, 4,
+        keys.seq(room, SHARDS), keys.log(room, SHARDS), keys.persist(shard),
+        keys.cid(room, "ann", "none", SHARDS),
+        body, keys.channel(room, SHARDS), 100, "", "1",
+    ]  # fmt: skip
+    conn = node.acquire_connection()
+    try:
+        await conn.send_packed_command(conn.pack_commands([eval_args, ["WAIT", 1, 1000]]))
+        result = await conn.read_response()
+        replicas = await conn.read_response()
+    finally:
+        node.release(conn)
+    return list(result), int(replicas)
+
+
+async def next_message(pubsub: Any, timeout: float = 5.0) -> dict[str, Any]:
+    with anyio.fail_after(timeout):
+        while True:
+            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0.2)
+            if message is not None:
+                return dict(message)
+
+
+async def test_cluster_is_up_room_keys_share_a_slot_and_shards_reach_every_primary(
+    cluster: LocalCluster, client: RedisCluster
+) -> None:
+    primaries = cluster.primaries()
+    assert len(primaries) == 3 and len(cluster.startup_nodes) == 6
+    replicas = [cluster.replica_of(p) for p in primaries]
+    assert None not in replicas and len(set(replicas)) == 3
+    assert set(primaries) | set(replicas) == {port for _, port in cluster.startup_nodes}
+    topology = cluster.topology()
+    covered = sorted(r for n in topology if n.is_primary for r in n.slots)
+    assert sum(hi - lo + 1 for lo, hi in covered) == SLOTS
+    assert covered[0][0] == 0 and covered[-1][1] == SLOTS - 1
+    for _, port in cluster.startup_nodes:
+        info = cluster.cluster_info(port)
+        assert info["cluster_state"] == "ok" and info["cluster_slots_ok"] == str(SLOTS)
+    assert cluster.url.startswith("redis://127.0.0.1:")
+
+    for room in [f"room{n}" for n in range(40)] + ["é-ü", "a{b}c", "x" * 200]:
+        slots = {await client.cluster_keyslot(key) for key in room_keys(room)}  # server side
+        assert slots == {client.keyslot(keys.seq(room, SHARDS))}
+    owners = shard_owners(cluster, client)
+    per_primary = Counter(owners.values())
+    print("shards per primary:", dict(per_primary))  # e.g. {p1: 6, p2: 5, p3: 5}
+    assert set(per_primary) == set(cluster.primaries())
+    assert min(per_primary.values()) >= 1
+    assert sum(per_primary.values()) == SHARDS
+
+
+async def test_publish_script_and_sharded_pubsub_on_every_primary(
+    cluster: LocalCluster, client: RedisCluster
+) -> None:
+    rooms = rooms_per_primary(cluster, client)
+    pubsub = client.pubsub()
+    try:
+        for room in rooms.values():
+            await client.set(keys.seq(room, SHARDS), 0)
+            await pubsub.ssubscribe(keys.channel(room, SHARDS))
+        for room in rooms.values():
+            status, event = await publish(client, room, "hello", cid="c1")
+            assert status == 0
+            message = await next_message(pubsub)
+            assert message["type"] == "smessage"
+            assert message["channel"] == keys.channel(room, SHARDS)
+            assert orjson.loads(message["data"]) == orjson.loads(event)
+            assert orjson.loads(event)["seq"] == 1
+            assert (await publish(client, room, "hello", cid="c1")) == [1, event]  # known cid
+            shard = keys.shard_of(room, SHARDS)
+            assert await client.xlen(keys.persist(shard)) == 1
+            assert await client.xlen(keys.log(room, SHARDS)) == 1
+    finally:
+        await pubsub.aclose()
+
+
+async def test_primary_sigkill_promotes_its_replica_and_publishing_resumes(
+    cluster: LocalCluster, client: RedisCluster
+) -> None:
+    rooms = rooms_per_primary(cluster, client)
+    victim = cluster.primaries()[0]
+    replica = cluster.replica_of(victim)
+    room = rooms[victim]
+    await client.set(keys.seq(room, SHARDS), 0)
+    # Acknowledged only once the replica has it: the script and WAIT on one connection.
+    (status, _), acked_by = await publish_acked(client, room, "before")
+    assert status == 0 and acked_by == 1
+
+    cluster.kill(victim, signal.SIGKILL)
+    started = time.monotonic()
+    # Nothing else runs on this loop meanwhile: a blocking poll is fine here.
+    wait_until(
+        lambda: replica in cluster.primaries() and len(cluster.primaries()) == 3,
+        FAILOVER_BOUND,
+        "the replica's promotion",
+    )
+    print(f"replica promoted {time.monotonic() - started:.1f} s after SIGKILL")
+    wait_until(
+        lambda: cluster.cluster_info(replica)["cluster_state"] == "ok",
+        FAILOVER_BOUND,
+        "cluster_state:ok on the promoted node",
+    )
+
+    # The client learns the new owner (MOVED / connection error -> slots refresh) and the
+    # script keeps working for that shard; the seq continues from the replicated value.
+    with anyio.fail_after(FAILOVER_BOUND):
+        while True:
+            try:
+                status, event = await publish(client, room, "after")
+                break
+            except Exception:  # the client may still hold the dead node for a moment
+                await anyio.sleep(0.1)
+    assert status == 0 and orjson.loads(event)["seq"] == 2
+    node = client.get_node_from_key(keys.seq(room, SHARDS))
+    assert node is not None and node.port == replica
+
+    # A fresh sharded subscription on the promoted node receives the shard's events.
+    pubsub = client.pubsub()
+    try:
+        await pubsub.ssubscribe(keys.channel(room, SHARDS))
+        assert (await publish(client, room, "again"))[0] == 0
+        message = await next_message(pubsub)
+        assert orjson.loads(message["data"])["seq"] == 3
+    finally:
+        await pubsub.aclose()

@@ -44,9 +44,6 @@ class Hub:
         self._timer: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
 
-    async def start(self) -> None:
-        """Nothing runs between flushes: each is scheduled by the first event after the last."""
-
     async def stop(self) -> None:
         """Flush what is pending now."""
         if self._timer is not None:

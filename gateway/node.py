@@ -48,8 +48,7 @@ class Node:
         metrics.asyncio_tasks.set_function(asyncio_task_count)
 
     async def start(self) -> None:
-        """Start the hub's clock and the broker."""
-        await self.hub.start()
+        """Start the broker; its events reach the hub."""
         await self.broker.start(self.hub.deliver)
 
     async def drain(self, code: int = errors.GOING_AWAY) -> None:

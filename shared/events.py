@@ -1,7 +1,7 @@
 """The wire schema: client commands (decoded and validated) and server events (encoded once).
 
 Frames are JSON text. Server frames carry one event object or, when several are pending for a
-client, one JSON array of them (see :func:`coalesce`).
+client, one JSON array of them (see gateway/batch.py).
 """
 
 from __future__ import annotations
@@ -186,10 +186,3 @@ def error(
 def presence(room: str, joined: list[str], left: list[str]) -> dict[str, Any]:
     """A ``presence`` event."""
     return {"type": "presence", "room": room, "joined": joined, "left": left}
-
-
-def coalesce(events: list[str]) -> str:
-    """One frame for pending encoded events: the event itself, or a JSON array of them."""
-    if len(events) == 1:
-        return events[0]
-    return "[" + ",".join(events) + "]"

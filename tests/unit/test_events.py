@@ -89,16 +89,6 @@ def test_user_names() -> None:
         assert not events.valid_user(bad)
 
 
-def test_coalesce() -> None:
-    one = events.encode({"type": "pong"})
-    assert events.coalesce([one]) == one
-    frame = events.coalesce([one, events.encode(events.message("r", 1, "u", "t", 5))])
-    assert orjson.loads(frame) == [
-        {"type": "pong"},
-        {"type": "message", "room": "r", "seq": 1, "user": "u", "text": "t", "ts": 5},
-    ]
-
-
 def test_message_event_shape() -> None:
     assert events.message("r", 2, "u", "t", 9, "c") == {
         "type": "message",

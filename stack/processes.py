@@ -132,15 +132,8 @@ class Process:
 
 
 @dataclass
-class ChatProcess(Process):
-    """``python -m gateway|persister|embedded`` configured by ``CHAT_*`` variables."""
-
-    env: dict[str, str] = field(default_factory=dict)
-    module: str = "embedded"
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.module
+class WebProcess(Process):
+    """A process that answers HTTP (and WebSockets) on its port; ready when /healthz says so."""
 
     @property
     def url(self) -> str:
@@ -149,6 +142,24 @@ class ChatProcess(Process):
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
+
+    def ready(self) -> bool:
+        try:
+            return http_get(self.url + "/healthz", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+
+@dataclass
+class ChatProcess(WebProcess):
+    """``python -m gateway|persister|embedded`` configured by ``CHAT_*`` variables."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    module: str = "embedded"
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.module
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", self.module]
@@ -163,12 +174,6 @@ class ChatProcess(Process):
             "CHAT_LOG_LEVEL": "warning",
             **self.env,
         }
-
-    def ready(self) -> bool:
-        try:
-            return http_get(self.url + "/healthz", timeout=1)[0] == 200
-        except OSError:
-            return False
 
 
 @dataclass
@@ -306,19 +311,11 @@ def render_chat_conf(upstreams: list[str], listen: str, access_log: str) -> str:
 
 
 @dataclass
-class Nginx(Process):
+class Nginx(WebProcess):
     """A private nginx in front of the gateways, from the shared template."""
 
     upstreams: list[str] = field(default_factory=list)
     name = "nginx"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     @property
     def conf(self) -> Path:
@@ -333,12 +330,6 @@ class Nginx(Process):
     def command(self) -> list[str]:
         nginx = binary("nginx", "/usr/sbin/nginx")
         return [nginx, "-c", str(self.conf), "-p", str(self.dir), "-e", str(self.dir / "error.log")]
-
-    def ready(self) -> bool:
-        try:
-            return http_get(self.url + "/healthz", timeout=1)[0] == 200
-        except OSError:
-            return False
 
     def reload(self) -> None:
         """Re-read the configuration (``nginx -s reload``), e.g. after changing upstreams."""

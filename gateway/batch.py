@@ -6,6 +6,8 @@ built once, and a member in one room is sent exactly that string.
 
 from __future__ import annotations
 
+import orjson
+
 
 class Batch:
     """Encoded events, in order, with the range of message seqs they carry."""
@@ -67,7 +69,5 @@ def frame_of(batches: list[Batch]) -> str:
 
 def _seq_of(data: str) -> int:
     # Only on the rare partial-overlap path (a join racing live traffic): decoding is fine here.
-    import orjson
-
     event = orjson.loads(data)
     return int(event.get("seq", 0)) if event.get("type") == "message" else 0

@@ -44,6 +44,7 @@ class Store:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._dialect = self.engine.dialect.name
+        self._known_rooms: set[str] = set()  # rooms whose chat_room row is committed
 
     def create_schema(self) -> None:
         """Create missing tables (idempotent)."""
@@ -84,13 +85,16 @@ class Store:
                 )
             else:
                 members.append(entry)
+        new_rooms = {r: ts for r, ts in rooms.items() if r not in self._known_rooms}
         with self.engine.begin() as conn:
-            if rooms:
-                self._insert_rooms(conn, rooms)
+            if new_rooms:
+                self._insert_rooms(conn, new_rooms)
             if rows:
                 self._insert_messages(conn, rows)
             for entry in members:
                 self._apply_membership(conn, entry)
+        # Rooms are never deleted: once a room row is committed, later batches skip it.
+        self._known_rooms.update(new_rooms)
         return len(rows)
 
     def _insert(self, table: Any) -> Any:

@@ -9,6 +9,7 @@ export CHAT_DATA_DIR ?= data
 
 GATEWAYS ?= 3
 BROKER ?= redis
+REDIS ?= single  # or cluster: a local 3-primary/3-replica Redis Cluster
 PERSIST ?= async
 STACK_PORT ?= 8080
 # `make bench`: every BENCH_* variable is passed through (see bench/settings.py), e.g.
@@ -30,7 +31,7 @@ run: venv ## the embedded single-process server on http://$(HOST):$(PORT)
 	CHAT_HOST=$(HOST) CHAT_PORT=$(PORT) $(PY) -m embedded
 
 stack: venv system-deps ## native topology: redis, mariadb, persister, $(GATEWAYS) gateways, nginx on $(STACK_PORT)
-	$(PY) -m stack --gateways $(GATEWAYS) --broker $(BROKER) --persist $(PERSIST) --port $(STACK_PORT)
+	$(PY) -m stack --gateways $(GATEWAYS) --broker $(BROKER) --redis $(REDIS) --persist $(PERSIST) --port $(STACK_PORT)
 
 up: ## the same topology with Docker (needs a Docker engine and a .env, see .env.example)
 	docker compose up -d --build --scale gateway=$(GATEWAYS)

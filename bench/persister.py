@@ -22,7 +22,7 @@ from shared import keys
 from shared.store import Store
 from stack.processes import ChatProcess, MariaDB, Redis, wait_until
 
-SHARDS = 16
+SHARDS = 48  # passed to the persister as CHAT_SHARDS: both must agree
 
 
 def fill(redis_url: str, count: int, rooms: int) -> None:
@@ -36,7 +36,7 @@ def fill(redis_url: str, count: int, rooms: int) -> None:
         seqs[n % rooms] += 1
         event = {"type": "message", "room": room, "seq": seqs[n % rooms], "user": "bench",
                  "text": f"message {n} " + "x" * 40, "ts": now}  # fmt: skip
-        pipe.xadd(keys.persist(keys.shard_of(room, SHARDS)), {"e": orjson.dumps(event)})
+        pipe.xadd(keys.room_persist(room, SHARDS), {"e": orjson.dumps(event)})
         if n % 5000 == 4999:
             pipe.execute()
     pipe.execute()
@@ -65,6 +65,7 @@ def measure_async(
             "CHAT_DATABASE_URL": url,
             "CHAT_BATCH_SIZE": str(batch),
             "CHAT_FLUSH_INTERVAL_MS": "1000",
+            "CHAT_SHARDS": str(SHARDS),
         },
     )
     persister.start()

@@ -120,6 +120,16 @@ def summary_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "100% with Redis",
         )
     )
+    clu, clu_big = _run(data, "e3-redis-cluster"), _run(data, f"eC-cluster-{u}")
+    if clu or clu_big:
+        rows.append(
+            (
+                f"C. Redis Cluster (3 primaries + 3 replicas), 3 gateways, {u} users",
+                "-",
+                f"cross-gateway {_pct(clu)} {_ok(clu)}; {d(f'eC-cluster-{u}')}",
+                "100% cross-gateway",
+            )
+        )
     peak_run = _run(data, "e4-peak")
     peak = (peak_run or {}).get("peak")
     t = TARGETS

@@ -129,6 +129,7 @@ class Bench:
         gateways: int,
         broker: Literal["redis", "memory"] = "redis",
         persist: Literal["async", "sync"] = "async",
+        redis: Literal["single", "cluster"] = "single",
     ) -> Iterator[Stack]:
         self.stacks += 1
         config = StackConfig(
@@ -136,10 +137,14 @@ class Bench:
             gateways=gateways,
             broker=broker,
             persist=persist,
+            redis=redis,
             port=free_port(),
             env=self.s.chat_env(),
         )
-        print(f"starting stack: {gateways} gateway(s), {broker}, {persist}", file=sys.stderr)
+        print(
+            f"starting stack: {gateways} gateway(s), {broker} ({redis}), {persist}",
+            file=sys.stderr,
+        )
         stack = Stack(config).start()
         try:
             stack.wait_ready()
@@ -150,9 +155,12 @@ class Bench:
     @staticmethod
     def pids(stack: Stack) -> dict[str, int]:
         out: dict[str, int] = {}
-        for name, part in (("redis", stack.redis), ("mariadb", stack.mariadb)):
-            if part.proc is not None:
-                out[name] = part.proc.pid
+        servers = stack.redis_servers()
+        for i, server in enumerate(servers):
+            if server.proc is not None:
+                out["redis" if len(servers) == 1 else f"redis{i}"] = server.proc.pid
+        if stack.mariadb.proc is not None:
+            out["mariadb"] = stack.mariadb.proc.pid
         for i, p in enumerate(stack.persisters):
             if p.proc is not None:
                 out[f"persister{i}"] = p.proc.pid
@@ -211,7 +219,7 @@ class Bench:
 
     def run(self) -> None:
         for part in (self.part_one_gateway, self.part_three_gateways, self.part_sync,
-                     self.part_memory, self.part_baseline):  # fmt: skip
+                     self.part_memory, self.part_cluster, self.part_baseline):  # fmt: skip
             with self.attempt(part.__name__):
                 part(set(self.s.experiments))
 
@@ -267,6 +275,17 @@ class Bench:
         if "3" in want:
             with self.stack(3, broker="memory") as stack:
                 self.cross(stack, "memory")
+
+    def part_cluster(self, want: set[str]) -> None:
+        """Experiment C: experiments 1 (3 gateways, big room) and 3 on a Redis Cluster."""
+        if "C" in want:
+            with self.stack(3, redis="cluster") as stack:
+                with self.attempt("experiment C, cross-gateway on the cluster"):
+                    self.cross(stack, "redis-cluster")
+                with self.attempt(f"experiment C, 3 gateways, {self.s.users} users"):
+                    self.steady_run(
+                        "C", f"eC-cluster-{self.s.users}", stack, self.s.users, self.s.rate
+                    )
 
     def part_baseline(self, want: set[str]) -> None:
         if "7" in want:

@@ -16,7 +16,7 @@ def _floats(text: str) -> list[float]:
 @dataclass
 class BenchSettings:
     quick: bool = False
-    experiments: list[str] = field(default_factory=lambda: list("1234567L"))
+    experiments: list[str] = field(default_factory=lambda: list("1234567LC"))
     users: int = 1000  # the big room
     users_small: int = 500  # experiment 1's smaller run
     rate: float = 500.0  # msgs/s offered in experiments 1 and 2 (deliveries/s = rate x users)

@@ -323,7 +323,9 @@ class Probe:
             snap[name].update(values)
         for i, g in enumerate(self.stack.gateways):
             if g.proc is not None:
-                snap[f"gateway{i}"].update(sockets(g.proc.pid, g.port, self.stack.redis.port))
+                snap[f"gateway{i}"].update(
+                    sockets(g.proc.pid, g.port, self.stack.redis_servers()[0].port)
+                )
         snap["persister0"]["backlog"] = self.backlog()
         snap["redis"].update(redis_keys(self.redis))
         return snap

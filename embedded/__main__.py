@@ -28,7 +28,6 @@ def main() -> None:
         PersisterMetrics(registry),
         batch_size=settings.batch_size,
         flush_interval_s=settings.flush_interval_ms / 1000,
-        drain_on_stop=True,
     )
     app = create_app(node, registry, services=[worker])
     print(f"chat: open http://{settings.host}:{settings.port}/ (data in {settings.database_url})")

@@ -61,6 +61,28 @@ def identify(secret: str, user: str | None, token: str | None) -> Identity:
     return Identity(sub, "token", tuple(rooms) if rooms is not None else None)
 
 
+def bearer_token(authorization: str | None, query_token: str | None) -> str | None:
+    """The JWT an HTTP request carries: ``Authorization: Bearer <jwt>``, else ``?token=``.
+
+    ``None`` when it carries neither (another ``Authorization`` scheme counts as none).
+    """
+    if authorization:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    return query_token or None
+
+
+def identify_request(secret: str, token: str | None) -> Identity | None:
+    """Who calls the HTTP API: ``None`` in anonymous mode (the API is open), else the token's
+    identity, verified exactly like a ``/ws`` token (:class:`AuthError` when it is not valid).
+    """
+    if not secret:
+        return None
+    # The same checks as the WebSocket: one place decides what a valid token is.
+    return identify(secret, None, token)
+
+
 def mint(secret: str, user: str, ttl_s: int = 3600, rooms: list[str] | None = None) -> str:
     """A signed token for local testing (a real app issues these from its login)."""
     claims: dict[str, object] = {"sub": user, "exp": int(time.time()) + ttl_s}

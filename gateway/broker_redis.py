@@ -1,9 +1,12 @@
-"""The Redis broker: gateways share rooms through Redis.
+"""The Redis broker: gateways share rooms through one Redis or a Redis Cluster.
 
-Publishing is one script call (seq, log, persist stream, publish: atomic). Every gateway keeps one
-pub/sub connection, read by one owned task, subscribed to the rooms that have local members.
-When that connection is lost the task reconnects with backoff, resubscribes, and replays each
-room's log after the last seq it saw, so local clients miss nothing.
+Publishing is one script call (seq, log, persist stream, publish: atomic; every key of a room is
+in one cluster slot). Every gateway subscribes to the rooms that have local members (plain pub/sub
+on one Redis, sharded pub/sub on a cluster: ``gateway.subscriber``), read by one owned task. When a
+subscriber connection is lost, or the cluster's topology changes, the task reconnects with
+backoff, re-resolves, resubscribes, and replays each room's log after the last seq it saw, so
+local clients miss nothing. On a cluster a publish is acknowledged only once a replica has it
+(``WAIT`` on the same connection), so a primary's failover loses no acknowledged message.
 """
 
 from __future__ import annotations
@@ -17,14 +20,12 @@ from collections import Counter
 from typing import Any
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
 
 from gateway.broker import Deliver, Published, RoomLog
-from shared import events, keys, scripts
+from gateway.subscriber import Subscriber, subscriber_for
+from shared import events, keys, redis_client, scripts
 from shared.config import Settings
 from shared.errors import Unavailable
 from shared.metrics import GatewayMetrics
@@ -47,19 +48,14 @@ class RedisBroker:
         self.store = store
         self.shards = settings.shards
         self.gateway = settings.gateway_id
-        # A bounded pool that makes callers wait for a free connection (a burst of joins must
-        # queue, not fail), and no automatic retries: a publish retried after a lost reply
+        # Bounded connections and no automatic retries: a publish retried after a lost reply
         # could publish twice.
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_pool_size,
-            timeout=10,
-            decode_responses=True,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self.redis = Redis(connection_pool=pool)
+        self.redis = redis_client.connect(settings.redis_url, pool_size=settings.redis_pool_size)
+        self.cluster = isinstance(self.redis, RedisCluster)
+        self._sharded = "1" if self.cluster else "0"  # the scripts publish with SPUBLISH
+        # On a cluster, node connections are not queued for: bound concurrent publishes instead.
+        self._publishing = asyncio.Semaphore(max(1, settings.redis_pool_size // 2))
+        self._last_refresh = 0.0
         self._publish = self.redis.register_script(scripts.PUBLISH)
         self._presence = self.redis.register_script(scripts.PRESENCE)
         self._sweep = self.redis.register_script(scripts.SWEEP)
@@ -68,10 +64,9 @@ class RedisBroker:
         self.sync = settings.persist_mode == "sync"
         self._sync_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._deliver: Deliver | None = None
-        self._pubsub: PubSub | None = None
+        self._subscriber: Subscriber | None = None
         self._channels: dict[str, str] = {}  # channel → room, for subscribed rooms
         self._heads: dict[str, int] = {}  # room → last seq delivered to the hub
-        self._confirm: dict[str, asyncio.Future[None]] = {}
         self._local: Counter[tuple[str, str]] = Counter()  # (room, user) → local connections
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()  # the subscriber is connected and subscribed
@@ -93,7 +88,7 @@ class RedisBroker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await self._drop_pubsub()
+        await self._drop_subscriber()
         await self.redis.aclose()
 
     def healthy(self) -> bool:
@@ -118,7 +113,7 @@ class RedisBroker:
         script_keys = [
             keys.seq(room, self.shards),
             keys.log(room, self.shards),
-            keys.persist(keys.shard_of(room, self.shards)),
+            keys.room_persist(room, self.shards),
             keys.cid(room, user, cid or "", self.shards),
         ]
         args: list[str | int] = [
@@ -126,16 +121,94 @@ class RedisBroker:
             keys.channel(room, self.shards),
             self.settings.recent_log_size,
             int(self.settings.cid_window_s) if cid is not None else "",
-            "0",
+            self._sharded,
         ]
         try:
-            result = await self._publish(keys=script_keys, args=args)
+            result = await self._run_publish(script_keys, args)
             if result[0] == 2:
                 await self._seed(room)
-                result = await self._publish(keys=script_keys, args=args)
+                result = await self._run_publish(script_keys, args)
         except REDIS_DOWN as exc:
+            await self._refresh_slots()
             raise Unavailable(f"redis: {exc}") from exc
         return Published(orjson.loads(result[1]), duplicate=result[0] == 1)
+
+    async def _run_publish(self, script_keys: list[str], args: list[str | int]) -> Any:
+        if self.cluster and self.settings.redis_replica_acks > 0:
+            async with self._publishing:
+                return await self._publish_replicated(script_keys, args)
+        return await self._publish(keys=script_keys, args=args)
+
+    async def _publish_replicated(self, script_keys: list[str], args: list[str | int]) -> Any:
+        """The publish script, then ``WAIT`` on the same connection, then the fan-out: a message
+        is acknowledged, and seen by anyone, only once ``redis_replica_acks`` replicas have it,
+        so a failover can neither lose it nor reuse its seq for another message.
+
+        (The cluster client's own ``wait()`` goes to every primary on other connections.)
+        """
+        acks, timeout = self.settings.redis_replica_acks, self.settings.redis_ack_timeout_ms
+        channel = str(args[1])
+        script = self._publish
+        # ARGV[5] "2": the script stores but does not publish; we do, once replicated.
+        call: list[Any] = ["EVALSHA", script.sha, len(script_keys), *script_keys, *args[:-1], "2"]
+        for _ in range(3):
+            result, replicated = await self._on_primary(
+                script_keys[0], [call, ["WAIT", acks, timeout]]
+            )
+            if isinstance(result, NoScriptError):
+                call[:2] = ["EVAL", script.script]  # e.g. a freshly promoted replica
+                continue
+            if isinstance(result, MovedError | AskError):
+                await self._refresh_slots(force=True)  # the script did not run there
+                continue
+            if isinstance(result, Exception):
+                raise result
+            if isinstance(replicated, Exception) or int(replicated) < acks:
+                # Stored on the primary, maybe not beyond: the client resends with the same cid,
+                # which is idempotent on whichever node then answers.
+                raise Unavailable(f"not replicated to {acks} replica(s) within {timeout} ms")
+            if result[0] != 2:
+                # A known cid is published again: its first attempt may never have been
+                # (gateways drop seqs they already delivered).
+                [published] = await self._on_primary(
+                    script_keys[0], [["SPUBLISH", channel, result[1]]]
+                )
+                if isinstance(published, Exception):
+                    raise published
+            return result
+        raise Unavailable(f"the slot of {script_keys[0]} keeps moving")
+
+    async def _on_primary(self, key: str, commands: list[list[Any]]) -> list[Any]:
+        """Send ``commands`` pipelined on one connection to the primary owning ``key``; error
+        replies are returned, not raised."""
+        assert isinstance(self.redis, RedisCluster)
+        node = self.redis.get_node_from_key(key)
+        if node is None:
+            raise Unavailable(f"no node owns {key}")
+        conn = node.acquire_connection()
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:  # an error reply; the connection is fine
+                    replies.append(exc)
+        except BaseException:
+            await conn.disconnect()  # half-read: never reuse it
+            raise
+        finally:
+            node.release(conn)
+        return replies
+
+    async def _refresh_slots(self, force: bool = False) -> None:
+        """Re-read the cluster's slot map (at most twice a second unless forced)."""
+        if not self.cluster or (not force and time.monotonic() - self._last_refresh < 0.5):
+            return
+        self._last_refresh = time.monotonic()
+        assert isinstance(self.redis, RedisCluster)
+        with contextlib.suppress(*REDIS_DOWN):
+            await self.redis.nodes_manager.initialize()
 
     async def _publish_sync(self, room: str, user: str, text: str, cid: str | None) -> Published:
         """Synchronous persist mode: insert into the database, then publish (the comparison
@@ -187,7 +260,7 @@ class RedisBroker:
             self.settings.recent_log_size,
             int(self.settings.cid_window_s) if cid is not None else "",
             token,
-            "0",
+            self._sharded,
         ]
         try:
             assert self.store is not None
@@ -220,26 +293,21 @@ class RedisBroker:
         self._channels[channel] = room
         try:
             await asyncio.wait_for(self.connected.wait(), 5)
-            confirmed = asyncio.get_running_loop().create_future()
-            self._confirm[channel] = confirmed
-            assert self._pubsub is not None
-            await self._pubsub.subscribe(channel)
-            await asyncio.wait_for(confirmed, 5)
+            assert self._subscriber is not None
+            await self._subscriber.subscribe(channel)
             head = await self.redis.get(keys.seq(room, self.shards))
         except REDIS_DOWN as exc:
             self._channels.pop(channel, None)
             raise Unavailable(f"redis: cannot subscribe to {room}: {exc!r}") from exc
-        finally:
-            self._confirm.pop(channel, None)
         self._heads[room] = max(self._heads.get(room, 0), int(head or 0))
 
     async def unsubscribe(self, room: str) -> None:
         channel = keys.channel(room, self.shards)
         self._channels.pop(channel, None)
         self._heads.pop(room, None)
-        if self._pubsub is not None and self.connected.is_set():
+        if self._subscriber is not None and self.connected.is_set():
             try:
-                await self._pubsub.unsubscribe(channel)
+                await self._subscriber.unsubscribe(channel)
             except REDIS_DOWN as exc:
                 log.warning("unsubscribe %s failed: %r", room, exc)
 
@@ -249,29 +317,20 @@ class RedisBroker:
             try:
                 await self._connect()
                 backoff = 0.05
-                await self._read()
+                assert self._subscriber is not None
+                await self._subscriber.run()
             except REDIS_DOWN as exc:
                 if self.connected.is_set():
                     log.warning("redis subscriber lost: %r; reconnecting", exc)
                 self.connected.clear()
-                await self._drop_pubsub()
+                await self._drop_subscriber()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
     async def _connect(self) -> None:
-        pubsub = self.redis.pubsub()
-        self._pubsub = pubsub
-        await pubsub.ping()  # connects
+        self._subscriber = subscriber_for(self.redis, self._on_message)
         channels = list(self._channels)
-        if channels:
-            await pubsub.subscribe(*channels)
-            pending = set(channels)
-            while pending:
-                message = await pubsub.get_message(timeout=5)
-                if message is None:
-                    raise TimeoutError("no subscribe confirmation from redis")
-                if message["type"] == "subscribe":
-                    pending.discard(message["channel"])
+        await self._subscriber.open(channels)
         if self.reconnects:
             await self._catch_up()
             if self.metrics is not None:
@@ -292,33 +351,12 @@ class RedisBroker:
             for data in _payloads(entries):
                 self._on_event(room, data)
 
-    async def _read(self) -> None:
-        assert self._pubsub is not None
-        pubsub = self._pubsub
-        quiet_since = time.monotonic()
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            now = time.monotonic()
-            if message is None:
-                # A silent connection may be a dead one: ping it, and give up if nothing comes.
-                if now - quiet_since > 15:
-                    raise TimeoutError("redis subscriber connection is silent")
-                if now - quiet_since > 5:
-                    await pubsub.ping()
-                continue
-            quiet_since = now
-            kind = message["type"]
-            if kind == "message":
-                room = self._channels.get(message["channel"])
-                if room is not None:
-                    data = message["data"]
-                    seq = self._on_event(room, data)
-                    if seq < 0:
-                        await self._fill_gap(room, -seq, data)
-            elif kind == "subscribe":
-                confirmed = self._confirm.get(message["channel"])
-                if confirmed is not None and not confirmed.done():
-                    confirmed.set_result(None)
+    async def _on_message(self, channel: str, data: str) -> None:
+        room = self._channels.get(channel)
+        if room is not None:
+            seq = self._on_event(room, data)
+            if seq < 0:
+                await self._fill_gap(room, -seq, data)
 
     def _on_event(self, room: str, data: str) -> int:
         """Deliver one room event; returns its seq, or ``-seq`` when seqs before it are missing."""
@@ -348,11 +386,10 @@ class RedisBroker:
         self._heads[room] = seq - 1
         self._on_event(room, data)
 
-    async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+    async def _drop_subscriber(self) -> None:
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            await subscriber.close()
 
     # -- logs -----------------------------------------------------------------------------
 
@@ -395,7 +432,7 @@ class RedisBroker:
             "keys": [
                 keys.presence(room, self.shards),
                 keys.presence_user(room, user, self.shards),
-                keys.persist(keys.shard_of(room, self.shards)),
+                keys.room_persist(room, self.shards),
             ],
             "args": [
                 user,
@@ -403,7 +440,7 @@ class RedisBroker:
                 expiry,
                 keys.channel(room, self.shards),
                 change,
-                "0",
+                self._sharded,
                 room,
             ],
         }
@@ -467,11 +504,11 @@ class RedisBroker:
             await self._sweep(
                 keys=[
                     keys.presence(room, self.shards),
-                    keys.persist(keys.shard_of(room, self.shards)),
+                    keys.room_persist(room, self.shards),
                 ],
                 args=[
                     keys.channel(room, self.shards),
-                    "0",
+                    self._sharded,
                     room,
                     keys.presence(room, self.shards) + "#",
                 ],

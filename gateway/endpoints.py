@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from starlette.responses import FileResponse, Response
 from starlette.websockets import WebSocket
 
 from gateway.admission import Refused
-from gateway.auth import AuthError, identify
+from gateway.auth import AuthError, Identity, bearer_token, identify, identify_request
 from gateway.connection import Connection
 from gateway.node import Node
 from shared import errors, events
@@ -25,9 +27,48 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
-def json(data: Any, status: int = 200) -> Response:
+def json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     """A JSON response encoded with orjson."""
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+    return Response(
+        orjson.dumps(data), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+ApiHandler = Callable[[Request, Identity | None], Awaitable[Response]]
+
+
+def api(handler: ApiHandler) -> Callable[[Request], Awaitable[Response]]:
+    """An ``/api`` endpoint: in token mode it answers only a valid token, else 401.
+
+    The token is ``Authorization: Bearer <jwt>`` or ``?token=`` and is verified by
+    ``gateway/auth.py`` exactly like a ``/ws`` token. ``handler`` gets the caller's identity
+    (``None`` in anonymous mode, where the API stays open) to apply its ``rooms`` claim.
+    """
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        node: Node = request.state.node
+        secret = node.settings.auth_secret
+        authorization = request.headers.get("authorization")
+        token = bearer_token(authorization, request.query_params.get("token"))
+        try:
+            caller = identify_request(secret, token)
+        except AuthError as exc:
+            # RFC 6750: the error is named only when a token was presented.
+            challenge = 'Bearer realm="chat"' + (', error="invalid_token"' if token else "")
+            response = json(
+                events.error(errors.UNAUTHENTICATED, exc.reason),
+                401,
+                {"WWW-Authenticate": challenge},
+            )
+        else:
+            response = await handler(request, caller)
+        if secret:
+            # Answers depend on the token, which may sit in the URL: no cache may keep them.
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return endpoint
 
 
 async def index(request: Request) -> Response:
@@ -35,18 +76,30 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html")
 
 
-async def rooms(request: Request) -> Response:
-    """Every known room with its online count and last seq."""
+@api
+async def rooms(request: Request, caller: Identity | None) -> Response:
+    """Every known room with its online count and last seq (in token mode: those the token
+    may join)."""
     node: Node = request.state.node
-    return json(await node.broker.rooms())
+    known = await node.broker.rooms()
+    if caller is not None:
+        known = [r for r in known if caller.may_join(r["room"])]
+    return json(known)
 
 
-async def room_messages(request: Request) -> Response:
+@api
+async def room_messages(request: Request, caller: Identity | None) -> Response:
     """Stored messages of a room, paginated by seq (``before``, ``limit``)."""
     node: Node = request.state.node
     room = request.path_params["room"]
     if not events.valid_room(room):
         return json(events.error(errors.INVALID_ROOM, "invalid room name"), 400)
+    if caller is not None and not caller.may_join(room):
+        # The same rooms-claim check as a WebSocket `join` or `history`.
+        return json(
+            events.error(errors.FORBIDDEN_ROOM, "the token does not allow this room", room=room),
+            403,
+        )
     try:
         before = _int_param(request, "before", 1, None)
         limit = _int_param(request, "limit", 1, events.MAX_HISTORY_LIMIT)

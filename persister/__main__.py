@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uvicorn
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from persister.app import create_app
-from persister.source_redis import RedisStreamSource
+from persister.source_redis import stream_source
 from persister.worker import Worker
-from shared import logs
+from shared import logs, redis_client
 from shared.config import Settings
 from shared.metrics import PersisterMetrics
 from shared.store import Store
@@ -20,15 +19,20 @@ def main() -> None:
     logs.configure(settings)
     registry = CollectorRegistry()
     metrics = PersisterMetrics(registry)
-    redis = Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=2
+    # A cluster source holds one blocking read per stream, and a node may own every stream
+    # after failovers; the rest (acks, backlog, readiness pings) needs a few more. One server
+    # sees one read at a time plus those few.
+    cluster = redis_client.is_cluster(settings.redis_url)
+    redis = redis_client.connect(
+        settings.redis_url, pool_size=settings.shards + 8 if cluster else 8, socket_timeout=10
     )
-    source = RedisStreamSource(
+    source = stream_source(
         redis,
         shards=settings.shards,
         consumer=settings.persister_id,
         claim_idle_ms=settings.claim_idle_ms,
         metrics=metrics,
+        read_ahead=settings.batch_size,
     )
     worker = Worker(
         source,
@@ -36,7 +40,6 @@ def main() -> None:
         metrics,
         batch_size=settings.batch_size,
         flush_interval_s=settings.flush_interval_ms / 1000,
-        before_start=source.create_groups,
     )
     app = create_app(worker, registry, redis.ping)
     uvicorn.run(

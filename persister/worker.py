@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from persister.batcher import Batcher
@@ -36,8 +35,6 @@ class Worker:
         flush_interval_s: float,
         poll_s: float = 0.25,
         max_backoff_s: float = 5.0,
-        drain_on_stop: bool = False,
-        before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.source = source
         self.store = store
@@ -46,19 +43,15 @@ class Worker:
         self._poll_s = poll_s
         self._max_backoff_s = max_backoff_s
         self._stopping = False
-        # An in-process source dies with the process: drain it. Redis keeps what is not read.
-        self._drain_on_stop = drain_on_stop
-        self._before_start = before_start
         self._task: asyncio.Task[None] | None = None
         self.healthy = True  # False while writes are failing
         self.source_ok = True  # False while the source cannot be read
         self._observed = 0.0
 
     async def start(self) -> None:
-        """Create the tables if needed and start the loop."""
+        """Create the tables if needed, start the source, start the loop."""
         await asyncio.to_thread(self.store.create_schema)
-        if self._before_start is not None:
-            await self._before_start()
+        await self.source.start()
         self._task = asyncio.create_task(self.run(), name="persister")
 
     async def stop(self) -> None:
@@ -69,7 +62,8 @@ class Worker:
             self._task = None
 
     async def run(self) -> None:
-        """Until stopped: read, flush when due. On stop: drain the source, flush, return."""
+        """Until stopped: read, flush when due. On stop: close the source, write what it still
+        holds (an in-process stream, entries read ahead), flush, return."""
         backoff = 0.05
         while not self._stopping:
             timeout = min(self.batcher.time_left(), self._poll_s)
@@ -88,7 +82,9 @@ class Worker:
             if self.batcher.due():
                 await self.flush()
         try:
-            while self._drain_on_stop and (batch := await self.source.read(self.batcher.size, 0)):
+            # What is not read yet stays in Redis; what the source holds would be left pending.
+            await self.source.close()
+            while batch := await self.source.read(self.batcher.size, 0):
                 self.batcher.add(batch)
                 if self.batcher.room() == 0:
                     await self.flush()

@@ -29,8 +29,13 @@ class Settings(BaseSettings):
     gateway_id: str = ""  # empty: derived from host name and pid
     persist_mode: Literal["async", "sync"] = "async"
     auth_secret: str = ""  # empty: anonymous mode
-    shards: int = Field(default=16, ge=1)
+    shards: int = Field(default=48, ge=1, le=4096)  # see docs/cluster.md, "Shards"
     redis_pool_size: int = Field(default=64, ge=2)  # connections per process (plus pub/sub)
+    # Redis Cluster: a publish is acknowledged once this many replicas have it (0: on the
+    # primary's reply); if they do not within the timeout the client gets "unavailable" and
+    # resends with the same cid.
+    redis_replica_acks: int = Field(default=1, ge=0)
+    redis_ack_timeout_ms: int = Field(default=500, ge=1)
     presence_ttl_s: float = Field(default=30.0, gt=0)  # a crashed gateway's users vanish after this
 
     # Persister.

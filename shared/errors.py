@@ -25,6 +25,7 @@ FORBIDDEN_ROOM = "forbidden"
 TOO_MANY_ROOMS = "too_many_rooms"
 UNAVAILABLE = "unavailable"
 INTERNAL = "internal"
+UNAUTHENTICATED = "unauthorized"  # HTTP API only (401): no valid token in token mode
 
 
 class ProtocolError(Exception):

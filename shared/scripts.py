@@ -7,7 +7,9 @@ from __future__ import annotations
 
 # KEYS: 1 seq, 2 log, 3 persist stream, 4 cid key
 # ARGV: 1 event body without its closing brace (orjson-encoded by the gateway),
-#       2 channel, 3 log size, 4 cid window (s) or "" when no cid, 5 sharded pub/sub ("1"/"0")
+#       2 channel, 3 log size, 4 cid window (s) or "" when no cid,
+#       5 "0" PUBLISH, "1" SPUBLISH (Redis Cluster), "2" no fan-out (the caller publishes once a
+#       replica has the write)
 # Returns {0, event} for a new message, {1, event} for a known cid, {2} when the room's seq key
 # is missing (the caller seeds it from the database, then calls again).
 PUBLISH = """
@@ -25,7 +27,7 @@ redis.call('XADD', KEYS[3], '*', 'e', event)
 if ARGV[4] ~= '' then redis.call('SET', KEYS[4], event, 'EX', ARGV[4]) end
 if ARGV[5] == '1' then
   redis.call('SPUBLISH', ARGV[2], event)
-else
+elseif ARGV[5] == '0' then
   redis.call('PUBLISH', ARGV[2], event)
 end
 return {0, event}

@@ -29,6 +29,12 @@ class MemoryStream:
         self._readable.set()
         return entry_id
 
+    async def start(self) -> None:
+        """Nothing to start: the broker appends in-process."""
+
+    async def close(self) -> None:
+        """Nothing to stop; everything appended stays readable (drained at shutdown)."""
+
     async def read(self, count: int, timeout: float) -> list[tuple[int, dict[str, Any]]]:
         """Up to ``count`` new entries, waiting at most ``timeout`` seconds for the first."""
         if not self._new and timeout > 0:

@@ -17,6 +17,9 @@ def parse(argv: list[str]) -> StackConfig:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
     parser.add_argument("--gateways", type=int, default=3)
     parser.add_argument("--broker", choices=["redis", "memory"], default="redis")
+    parser.add_argument(
+        "--redis", choices=["single", "cluster"], default="single", help="one Redis or a cluster"
+    )
     parser.add_argument("--persist", choices=["async", "sync"], default="async")
     parser.add_argument("--port", type=int, default=8080, help="nginx port")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".stack")
@@ -25,6 +28,7 @@ def parse(argv: list[str]) -> StackConfig:
         workdir=args.workdir.resolve(),
         gateways=args.gateways,
         broker=args.broker,
+        redis=args.redis,
         persist=args.persist,
         port=args.port,
         env={"CHAT_LOG_LEVEL": "info"},

@@ -131,8 +131,8 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        """A ``redis://`` URL of one node (a cluster client discovers the others from it)."""
-        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+        """The ``CHAT_REDIS_URL`` of the cluster: ``redis+cluster://`` and every node."""
+        return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in self.startup_nodes)
 
     def node(self, port: int) -> ClusterNode:
         return next(node for node in self.nodes if node.port == port)
@@ -231,6 +231,11 @@ class RedisCluster:
     def kill(self, port: int, sig: int = signal.SIGKILL) -> int:
         """Signal one node (SIGKILL: a crash) and wait for it; returns its exit code."""
         return self.node(port).stop(sig, timeout=10)
+
+    def restart(self, port: int) -> None:
+        """Start a stopped node again; it rejoins from its ``nodes.conf`` (a killed primary
+        comes back as a replica of the node that replaced it)."""
+        self.node(port).start()
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -1,4 +1,5 @@
-"""The whole topology: Redis, MariaDB, a persister, N gateways and nginx, started in order."""
+"""The whole topology: Redis (one server or a local cluster), MariaDB, a persister, N gateways and
+nginx, started in order."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from stack.cluster import RedisCluster
 from stack.processes import ChatProcess, MariaDB, Nginx, Redis, wait_until
 
 
@@ -17,6 +19,7 @@ class StackConfig:
     workdir: Path
     gateways: int = 3
     broker: Literal["redis", "memory"] = "redis"
+    redis: Literal["single", "cluster"] = "single"  # cluster: 3 primaries + 3 replicas
     persist: Literal["async", "sync"] = "async"
     port: int = 8080
     persisters: int = 1
@@ -29,7 +32,11 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         work = config.workdir
-        self.redis = Redis(work / "redis")
+        self.redis: Redis | RedisCluster = (
+            RedisCluster(work / "redis-cluster")
+            if config.redis == "cluster"
+            else Redis(work / "redis")
+        )
         self.mariadb = MariaDB(work / "mariadb")
         self.persisters: list[ChatProcess] = []
         self.gateways: list[ChatProcess] = []
@@ -116,8 +123,12 @@ class Stack:
                     f"{gateway.name} ready",
                 )
 
+    def redis_servers(self) -> list[Redis]:
+        """The redis-server processes: one, or every node of the cluster."""
+        return list(self.redis.nodes) if isinstance(self.redis, RedisCluster) else [self.redis]
+
     def processes(self) -> list[Any]:
-        parts: list[Any] = [self.redis, self.mariadb, *self.persisters, *self.gateways]
+        parts: list[Any] = [*self.redis_servers(), self.mariadb, *self.persisters, *self.gateways]
         if self.nginx is not None:
             parts.append(self.nginx)
         return parts

@@ -15,6 +15,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from stack.cluster import RedisCluster
 from stack.processes import ROOT, ChatProcess, MariaDB, Redis, free_port, http_get, wait_until
 
 # Re-exported for the tests: one place to import fixtures' helpers from.
@@ -44,6 +45,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = Redis(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A fresh local Redis Cluster (3 primaries, 3 replicas) for one test, stopped at teardown."""
+    local = RedisCluster(tmp_path / "cluster").start()
+    try:
+        yield local
+    finally:
+        local.stop()
+        assert not any(node.running for node in local.nodes)
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +137,10 @@ class Client:
         if event["type"] == "hello":
             self.hello = event
         return event
+
+    def unread(self, events: list[dict[str, Any]]) -> None:
+        """Put ``events`` back to be read again next, in order."""
+        self._pending[:0] = events
 
     async def expect(self, kind: str, timeout: float = 10, **match: Any) -> dict[str, Any]:
         """Skip events until one of type ``kind`` whose fields equal ``match``."""

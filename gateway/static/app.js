@@ -514,7 +514,9 @@
     if (polling || (!wanted && !token)) return;
     polling = true;
     try {
-      const res = await fetch('/api/rooms', { cache: 'no-store' });
+      // Token mode: the API wants the same token as the socket (a header keeps it out of logs).
+      const headers = token ? { Authorization: `Bearer ${token}` } : {};
+      const res = await fetch('/api/rooms', { cache: 'no-store', headers });
       const data = res.ok ? await res.json() : null;
       if (Array.isArray(data)) {
         directory = data.filter((d) => d && typeof d.room === 'string' && ROOM_RE.test(d.room));

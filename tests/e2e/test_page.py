@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from playwright.sync_api import Page, WebSocketRoute, expect
 
+from gateway.auth import mint
 from tests.conftest import ChatServer
 from tests.e2e.conftest import ARTIFACTS, Tab
 
@@ -157,6 +158,28 @@ def test_phone_layout(server: ChatServer, open_page: OpenPage) -> None:
     page.screenshot(path=ARTIFACTS / "chat-phone-drawer.png")
     page.locator("#backdrop").tap(position={"x": width - 20, "y": 400})  # beside the drawer
     expect(page.locator("#sidebar")).not_to_be_visible()
+
+
+def test_token_mode_directory_shows_only_allowed_rooms(
+    start_server: Callable[..., ChatServer], open_page: OpenPage
+) -> None:
+    """In token mode the page sends its token to ``/api/rooms`` too (without it: 401, and an
+    empty directory); the server lists only the rooms the token's ``rooms`` claim allows."""
+    secret = "e2e-page-secret-" + "0123456789abcdef" * 2
+    server = start_server(chat_auth_secret=secret)
+    rooms = ["lobby", "team-a", "secret"]
+    query = [("token", mint(secret, "admin")), *(("room", room) for room in rooms)]
+    admin = open_page(f"{server.url}/?{urlencode(query)}", name="admin")
+    for room in rooms:
+        wait_joined(admin.page, room)
+    limited = mint(secret, "erin", rooms=["lobby", "team-*"])
+    erin = open_page(f"{server.url}/?{urlencode({'token': limited, 'room': ROOM})}", name="erin")
+    wait_joined(erin.page)
+    assert erin.page.evaluate("window.chat.user") == "erin"
+    expect(erin.page.locator("#directory li[data-available]")).to_have_count(1)
+    expect(erin.page.locator("#directory li[data-available]")).to_have_attribute(
+        "data-available", "team-a"
+    )
 
 
 def test_message_text_is_never_markup(server: ChatServer, open_page: OpenPage) -> None:

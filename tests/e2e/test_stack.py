@@ -70,11 +70,14 @@ def crossed(received: list[list[dict[str, Any]]], users: list[str]) -> float:
     return hits / total
 
 
-@pytest.mark.parametrize(("broker", "expected"), [("redis", 1.0), ("memory", 0.0)])
+@pytest.mark.parametrize(
+    ("broker", "redis", "expected"),
+    [("redis", "single", 1.0), ("redis", "cluster", 1.0), ("memory", "single", 0.0)],
+)
 async def test_cross_gateway_delivery_experiment(
-    start_stack: Any, broker: str, expected: float
+    start_stack: Any, broker: str, redis: str, expected: float
 ) -> None:
-    stack = start_stack(broker=broker)
+    stack = start_stack(broker=broker, redis=redis)
     clients = await one_client_per_gateway(stack, "xgw")
     users = [c.hello["user"] for c in clients]
     received = await exchange(clients, "xgw", 2.0)
@@ -85,8 +88,9 @@ async def test_cross_gateway_delivery_experiment(
             assert [m["seq"] for m in got] == list(range(1, len(got) + 1))
 
 
-async def test_every_message_through_nginx_is_stored_once(start_stack: Any) -> None:
-    stack = start_stack()
+@pytest.mark.parametrize("redis", ["single", "cluster"])
+async def test_every_message_through_nginx_is_stored_once(start_stack: Any, redis: str) -> None:
+    stack = start_stack(redis=redis)
     clients = await one_client_per_gateway(stack, "store")
     received = await exchange(clients, "store", 1.5)
     total = max(m["seq"] for got in received for m in got)

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
+
+from shared.store import Store
+from tests.conftest import ChatServer
 
 
 @pytest.fixture(autouse=True)
 def _closes_clients(close_clients: None) -> None:
     """Every test here closes the clients it opened (see ``close_clients``)."""
+
+
+@pytest.fixture
+def start_gateways_on(start_server: Any, tmp_path: Path) -> Any:
+    """``start_gateways_on(redis_url, n, **env)``: n ``python -m gateway`` processes sharing
+    ``redis_url`` (one Redis or a cluster) and one SQLite store, named gw0..gw<n-1>."""
+    store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
+    store.create_schema()  # the persister's job in a real deployment
+    store.close()
+
+    def start(redis_url: str, n: int, **env: Any) -> list[ChatServer]:
+        env.setdefault("chat_broker", "redis")
+        env.setdefault("chat_redis_url", redis_url)
+        return [start_server(module="gateway", chat_gateway_id=f"gw{i}", **env) for i in range(n)]
+
+    return start

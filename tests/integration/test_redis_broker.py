@@ -4,32 +4,22 @@ idempotency across gateways, Redis restarts and presence across gateways."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from shared.store import Store
-from tests.conftest import ChatServer, Client, RedisServer, http_get, join, wait_until
+from tests.conftest import Client, RedisServer, http_get, join, wait_until
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def start_gateways(start_server: Any, redis_server: RedisServer, tmp_path: Path) -> Any:
+def start_gateways(start_gateways_on: Any, redis_server: RedisServer) -> Any:
     """``start_gateways(n, **env)``: n ``python -m gateway`` processes on one Redis."""
-    store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
-    store.create_schema()  # the persister's job in a real deployment
-    store.close()
-
-    def start(n: int, **env: Any) -> list[ChatServer]:
-        env.setdefault("chat_broker", "redis")
-        env.setdefault("chat_redis_url", redis_server.url)
-        return [start_server(module="gateway", chat_gateway_id=f"gw{i}", **env) for i in range(n)]
-
-    return start
+    return functools.partial(start_gateways_on, redis_server.url)
 
 
 async def test_messages_cross_gateways_in_one_order(start_gateways: Any) -> None:

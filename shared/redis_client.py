@@ -1,0 +1,62 @@
+"""Connecting to Redis: one server (``redis://``) or a Redis Cluster (``redis+cluster://``).
+
+``CHAT_REDIS_URL=redis+cluster://host:port,host:port`` names any subset of the cluster's nodes;
+the client discovers the rest and routes every command by its key's slot. The gateway and the
+persister run unchanged against either: only this factory and the few places that must know
+(sharded pub/sub, replicated acknowledgements, one stream per read) look at the mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+CLUSTER_SCHEME = "redis+cluster://"
+
+AnyRedis = Redis | RedisCluster
+
+
+def is_cluster(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster."""
+    return url.startswith(CLUSTER_SCHEME)
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The ``(host, port)`` seed nodes of a ``redis+cluster://h:p,h:p`` URL."""
+    rest = url.removeprefix(CLUSTER_SCHEME).split("/", 1)[0]
+    nodes = []
+    for part in rest.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"bad cluster node {part!r} in {url!r} (want host:port)")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+def connect(url: str, *, pool_size: int, socket_timeout: float = 5) -> AnyRedis:
+    """A client for ``url`` that never retries a command on its own.
+
+    A publish retried after a lost reply could publish twice, so retries are the caller's
+    decision (clients resend with the same ``cid``). Connections are bounded: ``pool_size`` per
+    server (per node in a cluster); on a single server callers queue for a free one.
+    """
+    common: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": 2,
+    }
+    if is_cluster(url):
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes(url)],
+            max_connections=pool_size,
+            retry=Retry(NoBackoff(), 0),
+            **common,
+        )
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=10, retry=Retry(NoBackoff(), 0), **common
+    )
+    return Redis(connection_pool=pool)

@@ -232,6 +232,21 @@ class RedisCluster:
         """Signal one node (SIGKILL: a crash) and wait for it; returns its exit code."""
         return self.node(port).stop(sig, timeout=10)
 
+    def migrate_slot(self, slot: int, target: int) -> None:
+        """Move ``slot`` and its keys to the primary on port ``target``, the way
+        ``redis-cli --cluster reshard`` does: IMPORTING/MIGRATING, MIGRATE the keys in batches,
+        then SETSLOT NODE on every primary."""
+        source = self.node(self.owner_of_slot(slot))
+        destination = self.node(target)
+        source_id, target_id = source.call("CLUSTER", "MYID"), destination.call("CLUSTER", "MYID")
+        destination.call("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        with source.client(timeout=10) as conn:
+            while names := conn.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                conn.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *names)
+        for port in [target, source.port, *self.primaries()]:
+            self.node(port).call("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
     def restart(self, port: int) -> None:
         """Start a stopped node again; it rejoins from its ``nodes.conf`` (a killed primary
         comes back as a replica of the node that replaced it)."""

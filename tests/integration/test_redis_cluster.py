@@ -329,3 +329,42 @@ async def test_primary_failover_under_traffic_loses_nothing_acknowledged(
     # And the room's log on the promoted node holds each exactly once.
     logged = [orjson.loads(f["e"]) for _, f in await client.xrange(keys.log(room, SHARDS))]
     assert [(e["seq"], e["cid"]) for e in logged] == [(m["seq"], m["cid"]) for m in acked]
+
+
+async def test_slot_migration_moves_a_room_under_traffic_without_a_gap(
+    cluster: LocalCluster, client: RedisCluster, start_gateways_on: Any
+) -> None:
+    rooms = rooms_per_primary(cluster, client)
+    source, room = next(iter(rooms.items()))
+    target = next(port for port in rooms if port != source)
+    slot = client.keyslot(keys.seq(room, SHARDS))
+    writer_gw, reader_gw = start_gateways_on(cluster.url, 2, **LIMITS)
+    writer = await join(writer_gw, "writer", room)
+    reader = await join(reader_gw, "reader", room)
+    total = 60
+    acked: list[dict[str, Any]] = []
+    halfway = asyncio.Event()
+
+    async def write() -> None:
+        for n in range(total):
+            acked.append(await send_acked(writer, room, f"m{n}", cid=f"c{n}"))
+            if n == total // 3:
+                halfway.set()
+
+    writing = asyncio.create_task(write())
+    await halfway.wait()
+    # The room's slot (seq, log, persist stream, channel) moves while the writer keeps going.
+    await anyio.to_thread.run_sync(cluster.migrate_slot, slot, target)
+    assert cluster.owner_of_slot(slot) == target
+    with anyio.fail_after(60):
+        await writing
+
+    assert [m["seq"] for m in acked] == list(range(1, total + 1))
+    # The reader's gateway lost its shard subscription with the slot, resubscribed on the new
+    # owner and replayed the log: every message once, in order.
+    seen = await reader.messages(room, total, timeout=30)
+    assert [(m["seq"], m["text"]) for m in seen] == [(m["seq"], m["text"]) for m in acked]
+    await client.get(keys.seq(room, SHARDS))  # the test's client learns the move
+    node = client.get_node_from_key(keys.seq(room, SHARDS))
+    assert node is not None and node.port == target
+    assert await client.xlen(keys.log(room, SHARDS)) == total

@@ -1,13 +1,21 @@
 """The hub: which local connections are in which room, and the flush that writes to them.
 
-Room events are collected per room during a short window (``CHAT_COALESCE_MS``); then one pass
-hands each room's batch (one shared frame) to its members and writes every connection with
-pending output, sequentially, never waiting for a backpressured one.
+Room events are collected per room during a short window; then one pass hands each room's batch
+(one shared frame) to its members and writes every connection with pending output, sequentially,
+never waiting for a backpressured one.
+
+The window adapts to load: it is ``FLUSH_SHARE`` times as long as the last flush took, between
+``CHAT_COALESCE_MS`` and ``CHAT_COALESCE_MAX_MS``. Writing is per frame (a syscall per
+connection, and as much again in nginx and the client), so when the machine is busy every flush
+takes longer, the next window grows, frames carry more messages and the cost per message falls:
+the gateway spends at most about 1 / FLUSH_SHARE of its time writing. When quiet, flushes are
+short and the window is the minimum; an event after a quiet spell leaves at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from gateway.batch import Batch
@@ -16,6 +24,15 @@ from shared.metrics import GatewayMetrics
 
 if TYPE_CHECKING:
     from gateway.connection import Connection
+
+
+FLUSH_SHARE = 4.0  # window = this many times the last flush's duration (within the bounds)
+
+
+def adapt_window(flush_s: float, low_s: float, high_s: float) -> float:
+    """The next flush window after a flush that took ``flush_s``: ``FLUSH_SHARE`` times that,
+    within ``[low_s, high_s]`` (``low_s`` wins if the bounds cross)."""
+    return max(low_s, min(FLUSH_SHARE * flush_s, high_s))
 
 
 class Stats:
@@ -32,11 +49,15 @@ class Stats:
 class Hub:
     """Room → local connections, the per-room batches of the current window, and the flush."""
 
-    def __init__(self, coalesce_s: float, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, coalesce_s: float, metrics: GatewayMetrics, coalesce_max_s: float | None = None
+    ) -> None:
         self.rooms: dict[str, dict[Connection, None]] = {}  # dict: ordered, O(1) removal
         self.connections: set[Connection] = set()
         self.stats = Stats()
         self._coalesce_s = coalesce_s
+        self._coalesce_max_s = coalesce_max_s or coalesce_s
+        self.window_s = coalesce_s  # the current window
         self._metrics = metrics
         self._batches: dict[str, Batch] = {}
         self._ready: list[Connection] = []  # connections with pending output
@@ -98,7 +119,7 @@ class Hub:
         # At most one flush per window: when the last one is older, flush at the end of this
         # loop iteration (low latency when quiet); otherwise when the window is over (under
         # load, every frame then carries everything of its window).
-        delay = self._last_flush + self._coalesce_s - loop.time()
+        delay = self._last_flush + self.window_s - loop.time()
         if delay > 0:
             self._timer = loop.call_later(delay, self.flush)
         else:
@@ -121,6 +142,7 @@ class Hub:
         """Hand out the room batches, then write every connection that has output."""
         self._timer = None
         self._last_flush = asyncio.get_running_loop().time()
+        started = time.perf_counter()
         self.distribute()
         ready, self._ready = self._ready, []
         for conn in ready:
@@ -131,6 +153,9 @@ class Hub:
             self._metrics.events_out.inc(stats.events)
             self._metrics.coalesced.inc(stats.coalesced)
             stats.frames = stats.events = stats.coalesced = 0
+        took = time.perf_counter() - started
+        self.window_s = adapt_window(took, self._coalesce_s, self._coalesce_max_s)
+        self._metrics.coalesce_window.set(self.window_s)
         self._scheduled = False
         if self._ready or self._batches:
             self._schedule()

@@ -38,7 +38,7 @@ class Node:
         self.broker = broker
         self.store = store
         self.metrics = metrics
-        self.hub = Hub(settings.coalesce_ms / 1000, metrics)
+        self.hub = Hub(settings.coalesce_ms / 1000, metrics, settings.coalesce_max_ms / 1000)
         self.admission = Admission(settings)
         self._users: dict[str, tuple[int, TokenBucket]] = {}  # user → (connections, send bucket)
         self.draining = False

@@ -36,6 +36,11 @@ class GatewayMetrics:
         self.coalesced = Counter(
             "chat_events_coalesced", "Events sent inside multi-event frames", registry=registry
         )
+        self.coalesce_window = Gauge(
+            "chat_coalesce_window_seconds",
+            "Current flush window (grows with the cost of a flush under load)",
+            registry=registry,
+        )
         self.slow_closed = Counter(
             "chat_slow_consumers_closed", "Connections closed 4008 (slow)", registry=registry
         )

@@ -363,11 +363,13 @@ class RedisBroker:
         event = orjson.loads(data)
         seq = int(event.get("seq", 0))
         if seq:
-            head = self._heads.get(room, 0)
-            if seq <= head:
-                return seq
-            if head and seq > head + 1:
-                return -seq
+            # None: not known yet (events racing the subscription's head read); 0 is known.
+            head = self._heads.get(room)
+            if head is not None:
+                if seq <= head:
+                    return seq
+                if seq > head + 1:
+                    return -seq
             self._heads[room] = seq
         if self._deliver is not None:
             self._deliver(room, seq, event.get("ts", 0), data)
@@ -406,6 +408,11 @@ class RedisBroker:
             )
         try:
             last, entries = await pipe.execute()
+            if last is None and self.store is not None:
+                # No seq key: a new room, or a Redis that lost its data while the database kept
+                # the room's history. Continue from the database, as the next publish will.
+                await self._seed(room)
+                last = await self.redis.get(keys.seq(room, self.shards))
         except REDIS_DOWN as exc:
             raise Unavailable(f"redis: {exc}") from exc
         if since is None:

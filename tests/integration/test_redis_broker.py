@@ -6,14 +6,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis
 
+from shared import events, keys, scripts
+from shared.config import Settings
+from shared.store import Store
 from tests.conftest import Client, RedisServer, http_get, join, wait_until
 
 pytestmark = pytest.mark.anyio
+
+SHARDS = Settings().shards  # the gateways' default
 
 
 @pytest.fixture
@@ -183,3 +190,52 @@ async def test_joins_racing_live_traffic_miss_nothing(start_gateways: Any) -> No
     for seqs in results:
         # From its join on, every client sees every later message once, in order.
         assert seqs == list(range(seqs[0], total + 1)), seqs[:5]
+
+
+async def test_late_fan_out_of_a_new_rooms_first_messages_is_replayed_in_order(
+    start_gateways: Any, redis_server: RedisServer
+) -> None:
+    # On a Redis Cluster each publish fans out after its replica ack, on its own connection, so
+    # a new room's seq 3 can reach the gateways before seqs 1 and 2. Played here by storing 1
+    # and 2 without fan-out (the script's mode "2") and publishing 3 normally.
+    (gateway,) = start_gateways(1)
+    reader = await join(gateway, "reader", "fresh")
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        publish = client.register_script(scripts.PUBLISH)
+        client.set(keys.seq("fresh", SHARDS), 0)
+        for n, mode in ((1, "2"), (2, "2"), (3, "0")):
+            body = orjson.dumps({"type": "message", "room": "fresh", "user": "w", "text": str(n)})
+            publish(
+                keys=[
+                    keys.seq("fresh", SHARDS),
+                    keys.log("fresh", SHARDS),
+                    keys.room_persist("fresh", SHARDS),
+                    keys.cid("fresh", "w", "", SHARDS),
+                ],
+                args=[body[:-1].decode(), keys.channel("fresh", SHARDS), 100, "", mode],
+            )
+    finally:
+        client.close()
+    got = await reader.messages("fresh", 3)
+    assert [(m["seq"], m["text"]) for m in got] == [(1, "1"), (2, "2"), (3, "3")]
+
+
+async def test_a_redis_that_lost_its_data_continues_rooms_from_the_database(
+    start_gateways: Any, tmp_path: Path
+) -> None:
+    (gateway,) = start_gateways(1)
+    # The database has a room's history; this Redis has never heard of it (lost its data).
+    store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
+    try:
+        store.write([events.message("kept", n, "old", f"old {n}", 1) for n in range(1, 6)])
+    finally:
+        store.close()
+    alice = await Client.connect(f"{gateway.ws_url}?user=alice")
+    await alice.send(type="join", room="kept")
+    joined = await alice.expect("joined", room="kept")
+    assert joined["seq"] == 5
+    assert [m["text"] for m in joined["messages"]] == [f"old {n}" for n in range(1, 6)]
+    await alice.send(type="send", room="kept", text="new")
+    [new] = await alice.messages("kept", 1)
+    assert new["seq"] == 6

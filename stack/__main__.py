@@ -58,13 +58,13 @@ def main(argv: list[str]) -> None:
     print(f"starting: {config}", flush=True)
     stack.start()
     print(f"\nchat is up: open {stack.url}/  (nginx → {len(stack.gateways)} gateways)")
-    print(f"  redis    {stack.redis.url}")
-    print(f"  mariadb  {stack.database_url}")
+    print(f"  redis     {stack.redis.url}")
+    print(f"  mariadb   {stack.database_url}")
     for p in stack.persisters:
-        print(f"  {p.name:9}{p.url}/metrics")
+        print(f"  {p.name:10}{p.url}/metrics")
     for g in stack.gateways:
-        print(f"  {g.name:9}{g.url}  (gateway id {g.env['CHAT_GATEWAY_ID']})")
-    print(f"  logs     {config.workdir}/*/  (streamed below; Ctrl-C stops everything)\n")
+        print(f"  {g.name:10}{g.url}  (gateway id {g.env['CHAT_GATEWAY_ID']})")
+    print(f"  logs      {config.workdir}/*/  (streamed below; Ctrl-C stops everything)\n")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     tailer = threading.Thread(target=tail, args=(stack, stopping), daemon=True)

@@ -7,6 +7,7 @@ Same style as ``stack.processes``: private directories, free ports, readiness po
 from __future__ import annotations
 
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,6 +139,9 @@ class RedisCluster:
         return next(node for node in self.nodes if node.port == port)
 
     def start(self) -> RedisCluster:
+        """Start an empty cluster: ports are new each time, so an earlier run's node directories
+        (``nodes.conf`` names the old ports) cannot be reused; rooms continue from the database."""
+        shutil.rmtree(self.dir, ignore_errors=True)
         taken: set[int] = set()
         self.nodes = []
         try:

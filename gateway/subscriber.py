@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -69,6 +70,7 @@ class _Link:
         )
         self.unsubscribe_type = "sunsubscribe" if sharded else "unsubscribe"
         self.wanted: set[str] = set()  # channels we asked for and have not dropped
+        self._leaving: Counter[str] = Counter()  # our unsubscribes, not yet confirmed
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirm: dict[str, asyncio.Future[None]] = {}
 
@@ -107,12 +109,19 @@ class _Link:
                 future = self._confirm.pop(channel, None)
                 if future is not None and not future.done():
                     future.set_result(None)
-            elif kind == self.unsubscribe_type and channel in self.wanted:
-                # Not asked for: Redis Cluster drops shard subscriptions of a slot that moved.
-                raise TopologyChanged(f"redis dropped the subscription to {channel}")
+            elif kind == self.unsubscribe_type:
+                if self._leaving[channel] > 0:
+                    self._leaving[channel] -= 1  # ours (maybe before a re-subscribe)
+                    if not self._leaving[channel]:
+                        del self._leaving[channel]
+                elif channel in self.wanted:
+                    # Not asked for: Redis Cluster drops the shard subscriptions of a slot that
+                    # moved to another node.
+                    raise TopologyChanged(f"redis dropped the subscription to {channel}")
 
     async def unsubscribe(self, channel: str) -> None:
         self.wanted.discard(channel)
+        self._leaving[channel] += 1
         if self.subscribe_type == "ssubscribe":
             await self.pubsub.sunsubscribe(channel)
         else:

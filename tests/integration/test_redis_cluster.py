@@ -20,7 +20,7 @@ from shared import keys, scripts
 from stack.cluster import SLOTS
 from stack.cluster import RedisCluster as LocalCluster
 from stack.processes import wait_until
-from tests.conftest import Client, join
+from tests.conftest import Client, http_get, join
 
 pytestmark = pytest.mark.anyio
 
@@ -368,3 +368,21 @@ async def test_slot_migration_moves_a_room_under_traffic_without_a_gap(
     node = client.get_node_from_key(keys.seq(room, SHARDS))
     assert node is not None and node.port == target
     assert await client.xlen(keys.log(room, SHARDS)) == total
+
+
+async def test_leave_and_rejoin_on_the_cluster_resubscribe_without_a_reconnect(
+    cluster: LocalCluster, client: RedisCluster, start_gateways_on: Any
+) -> None:
+    (gateway,) = start_gateways_on(cluster.url, 1, **LIMITS)
+    room = next(iter(rooms_per_primary(cluster, client).values()))
+    user = await join(gateway, "flicker", room)
+    for n in range(20):
+        # The room's last local member leaves (SUNSUBSCRIBE) and is straight back (SSUBSCRIBE).
+        await user.send(type="leave", room=room)
+        await user.send(type="join", room=room)
+        await user.expect("joined", room=room)
+        await send_acked(user, room, f"still here {n}", cid=f"f{n}")
+    _, metrics = http_get(gateway.url + "/metrics")
+    # Our own unsubscribe confirmations are never taken for Redis dropping the channel (which
+    # would reconnect and replay everything).
+    assert b"chat_broker_reconnects_total 0.0" in metrics

@@ -19,7 +19,16 @@ from stack.cluster import RedisCluster
 from stack.processes import ROOT, ChatProcess, MariaDB, Redis, free_port, http_get, wait_until
 
 # Re-exported for the tests: one place to import fixtures' helpers from.
-__all__ = ["ROOT", "Client", "MariaDB", "free_port", "http_get", "join", "wait_until"]
+__all__ = [
+    "ROOT",
+    "Client",
+    "MariaDB",
+    "free_port",
+    "http_get",
+    "join",
+    "send_acked",
+    "wait_until",
+]
 
 # Property tests assert behaviour, never speed: no deadlines, no "too slow" health checks
 # (a busy 2-core CI machine must not turn them red).
@@ -179,6 +188,27 @@ async def join(server: ChatServer, user: str, *rooms: str, **kwargs: Any) -> Cli
         await client.send(type="join", room=room)
         await client.expect("joined", room=room)
     return client
+
+
+async def send_acked(client: Client, room: str, text: str, cid: str) -> dict[str, Any]:
+    """Send until acknowledged (the echo), resending with the same cid after ``unavailable``.
+    Other events stay unread for the test."""
+    others: list[dict[str, Any]] = []
+    try:
+        while True:
+            await client.send(type="send", room=room, text=text, cid=cid)
+            while True:
+                event = await client.next(timeout=30)
+                if event["type"] == "message" and event.get("cid") == cid:
+                    others.append(event)  # the echo is also the room's message
+                    return event
+                if event["type"] == "error" and event.get("cid") == cid:
+                    assert event["code"] == "unavailable", event
+                    break
+                others.append(event)
+            await asyncio.sleep(0.05)  # retry backoff, as a client would
+    finally:
+        client.unread(others)
 
 
 class FakeClock:

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from stack.topology import Stack, StackConfig
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, Client, free_port
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -142,3 +142,21 @@ def start_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     yield start
     for stack in stacks:
         stack.stop()
+
+
+async def one_client_per_gateway(stack: Stack, room: str) -> list[Client]:
+    """Connect through nginx until every gateway holds one of our clients (``client.hello``
+    tells which)."""
+    wanted = {g.env["CHAT_GATEWAY_ID"] for g in stack.gateways if g.running}
+    clients: dict[str, Client] = {}
+    for n in range(20 * len(wanted)):
+        client = await Client.connect(f"{stack.ws_url}?user=user{n}&room={room}")
+        hello = await client.expect("hello")
+        await client.expect("joined", room=room)
+        if hello["gateway"] in clients:
+            await client.close()
+            continue
+        clients[hello["gateway"]] = client
+        if set(clients) == wanted:
+            return list(clients.values())
+    raise AssertionError(f"nginx never reached every gateway: {sorted(clients)}")

@@ -6,8 +6,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
-from tests.conftest import Client, join, wait_until
+from shared import keys
+from shared.config import Settings
+from stack.cluster import RedisCluster
+from tests.conftest import Client, join, send_acked, wait_until
+from tests.e2e.conftest import one_client_per_gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("close_clients")]
 
@@ -66,3 +71,55 @@ async def test_reconnect_storm_recovers_everyone_exactly(start_stack: Any) -> No
     assert all(seqs == list(range(21, 51)) for seqs in recovered)
     await asyncio.to_thread(wait_until, lambda: len(stored_seqs(stack, "storm")) == 50, 30)
     assert stored_seqs(stack, "storm") == list(range(1, 51))
+
+
+async def test_cluster_primary_failover_through_nginx_stores_every_acknowledged_message_once(
+    start_stack: Any,
+) -> None:
+    stack = start_stack(redis="cluster")
+    cluster = stack.redis
+    assert isinstance(cluster, RedisCluster)
+    victim = cluster.primaries()[0]
+    replica = cluster.replica_of(victim)
+    owned = next(n.slots for n in cluster.topology() if n.port == victim)
+    shards = Settings().shards  # the gateways' default
+
+    def on_victim(room: str) -> bool:
+        slot = key_slot(keys.seq(room, shards).encode())
+        return any(lo <= slot <= hi for lo, hi in owned)
+
+    room = next(r for r in (f"failover{n}" for n in range(10_000)) if on_victim(r))
+    writer, *readers = await one_client_per_gateway(stack, room)
+    total, kill_after = 40, 10
+    acked: list[dict[str, Any]] = []
+    killed = asyncio.Event()
+
+    async def write() -> None:
+        for n in range(total):
+            acked.append(await send_acked(writer, room, f"m{n}", cid=f"c{n}"))
+            if n + 1 == kill_after:
+                killed.set()
+                await asyncio.to_thread(cluster.kill, victim)
+
+    writing = asyncio.create_task(write())
+    await killed.wait()
+    await asyncio.to_thread(
+        wait_until, lambda: replica in cluster.primaries(), 20, "the replica's promotion"
+    )
+    # Acknowledged means replicated: the shard accepts again once the old primary is back as
+    # the new one's replica.
+    await asyncio.to_thread(cluster.restart, victim)
+    await asyncio.wait_for(writing, 60)
+
+    assert [m["seq"] for m in acked] == list(range(1, total + 1))
+    for reader in readers:  # on the other gateways, through nginx
+        seen = await reader.messages(room, total, timeout=30)
+        assert [(m["seq"], m["text"]) for m in seen] == [(m["seq"], m["text"]) for m in acked]
+
+    def stored() -> list[tuple[Any, ...]]:
+        return stack.mariadb.query(
+            "chat", f"SELECT seq, content FROM message WHERE room_id='{room}' ORDER BY seq"
+        )
+
+    await asyncio.to_thread(wait_until, lambda: len(stored()) >= total, 30, "rows")
+    assert [tuple(r) for r in stored()] == [(m["seq"], m["text"]) for m in acked]

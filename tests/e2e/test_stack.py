@@ -9,28 +9,10 @@ from typing import Any
 
 import pytest
 
-from stack.topology import Stack
 from tests.conftest import Client, http_get, wait_until
+from tests.e2e.conftest import one_client_per_gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("close_clients")]
-
-
-async def one_client_per_gateway(stack: Stack, room: str) -> list[Client]:
-    """Connect through nginx until every gateway holds one of our clients (``client.hello``
-    tells which)."""
-    wanted = {g.env["CHAT_GATEWAY_ID"] for g in stack.gateways if g.running}
-    clients: dict[str, Client] = {}
-    for n in range(20 * len(wanted)):
-        client = await Client.connect(f"{stack.ws_url}?user=user{n}&room={room}")
-        hello = await client.expect("hello")
-        await client.expect("joined", room=room)
-        if hello["gateway"] in clients:
-            await client.close()
-            continue
-        clients[hello["gateway"]] = client
-        if set(clients) == wanted:
-            return list(clients.values())
-    raise AssertionError(f"nginx never reached every gateway: {sorted(clients)}")
 
 
 async def exchange(clients: list[Client], room: str, seconds: float) -> list[list[dict[str, Any]]]:

@@ -20,7 +20,7 @@ from shared import keys, scripts
 from stack.cluster import SLOTS
 from stack.cluster import RedisCluster as LocalCluster
 from stack.processes import wait_until
-from tests.conftest import Client, http_get, join
+from tests.conftest import http_get, join, send_acked
 
 pytestmark = pytest.mark.anyio
 
@@ -234,27 +234,6 @@ LIMITS = {  # senders retry through a failover: keep the abuse limits out of the
     "chat_user_rate_per_s": 1000,
     "chat_user_rate_burst": 1000,
 }
-
-
-async def send_acked(client: Client, room: str, text: str, cid: str) -> dict[str, Any]:
-    """Send until acknowledged (the echo), resending with the same cid after ``unavailable``.
-    Other events stay unread for the test."""
-    others: list[dict[str, Any]] = []
-    try:
-        while True:
-            await client.send(type="send", room=room, text=text, cid=cid)
-            while True:
-                event = await client.next(timeout=30)
-                if event["type"] == "message" and event.get("cid") == cid:
-                    others.append(event)  # the echo is also the room's message
-                    return event
-                if event["type"] == "error" and event.get("cid") == cid:
-                    assert event["code"] == "unavailable", event
-                    break
-                others.append(event)
-            await asyncio.sleep(0.05)  # retry backoff, as a client would
-    finally:
-        client.unread(others)
 
 
 async def test_gateways_deliver_and_log_rooms_on_every_primary(

@@ -24,7 +24,7 @@ class BenchSettings:
     duration_s: float = 20.0
     step_s: float = 10.0  # one step of a peak search
     peak_rates: list[float] = field(
-        default_factory=lambda: [100, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000]
+        default_factory=lambda: [100, 250, 500, 1000, 1250, 1500, 2000, 2500, 3000, 4000]
     )
     peak_strikes: int = 2  # the peak search stops after this many steps in a row over the p99
     # bound (at once on a verification failure)

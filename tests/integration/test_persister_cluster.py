@@ -21,7 +21,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from persister.source_redis import ClusterStreamSource, stream_source
+from persister.source_cluster import ClusterStreamSource
+from persister.source_redis import stream_source
 from persister.worker import Worker
 from shared import keys, redis_client
 from shared.metrics import PersisterMetrics

@@ -150,17 +150,16 @@ class ChannelSubscriber:
     async def _confirm_while_reading(self, futures: list[asyncio.Future[None]]) -> None:
         # Before run() starts, nobody reads the connection: read it here until confirmed.
         reader = asyncio.create_task(self.link.read())
+        confirming = asyncio.create_task(self.link.confirmed(futures))
         try:
-            done, _ = await asyncio.wait(
-                [reader, asyncio.ensure_future(self.link.confirmed(futures))],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            done, _ = await asyncio.wait([reader, confirming], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # raises the reader's or the confirmation's failure
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            # Both are ours: neither may outlive this call (nor leave an unretrieved error).
+            for task in (reader, confirming):
+                task.cancel()
+            await asyncio.gather(reader, confirming, return_exceptions=True)
 
     async def subscribe(self, channel: str) -> None:
         futures = self.link.expect([channel])

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import redis
 
+from bench.report import cpu_speed
 from shared import keys
 from shared.store import Store
 from stack.processes import ChatProcess, MariaDB, Redis, wait_until
@@ -137,7 +138,7 @@ def main() -> None:
             mariadb.stop()
             redis_server.stop()
     print(f"\npersister throughput ({platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, python {sys.version.split()[0]}); "
+          f"{os.cpu_count()} cores, {cpu_speed()}, python {sys.version.split()[0]}); "
           f"{count} rows async, {sync_count} rows sync")  # fmt: skip
     print("| mode | rows/s |\n|---|---|")
     for name, rate in results:

@@ -11,6 +11,7 @@ Two ways of reading new entries, chosen by the client (:func:`stream_source`):
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -40,7 +41,12 @@ class RedisStreamSource(PersistStreams):
         super().__init__(
             redis, shards=shards, consumer=consumer, claim_idle_ms=claim_idle_ms, metrics=metrics
         )
-        self._own_pending_done = False
+        # Own pending entries (left by a previous run) are read first, by id from this cursor
+        # per stream: ids after the last one returned, so a batch still being written is never
+        # returned twice. None once there are none left.
+        self._pending_after: dict[str, str] | None = dict.fromkeys(self.streams, "0")
+        self._claim_every_s = min(1.0, claim_idle_ms / 2000)
+        self._next_claim = 0.0
         self._closed = False
 
     async def start(self) -> None:
@@ -52,18 +58,18 @@ class RedisStreamSource(PersistStreams):
         self._closed = True
 
     async def read(self, count: int, timeout: float) -> list[Entry]:
-        """Own pending entries first (after a restart), then stale ones of others, then new."""
+        """Own pending entries first (after a restart), then stale ones of dead consumers (at
+        most every ``_claim_every_s``), then new ones."""
         if self._closed:
             return []
-        if not self._own_pending_done:
-            batch = await self._read_group({s: "0" for s in self.streams}, count, None)
+        if self._pending_after is not None:
+            batch = await self._read_group(self._pending_after, count, None)
             if batch:
                 self.metrics.redeliveries.inc(len(batch))
                 return batch
-            self._own_pending_done = True
-        if not self._in_flight:
-            # Claim only with nothing in flight: our own entries go idle while a batch waits,
-            # and must not be claimed back into the same batch.
+            self._pending_after = None
+        if time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + self._claim_every_s
             claimed = await self._claim(count)
             if claimed:
                 return claimed
@@ -80,16 +86,29 @@ class RedisStreamSource(PersistStreams):
         for stream, entries in reply or ():
             for entry_id, fields in entries:
                 batch.extend(self._decode(str(stream), str(entry_id), fields))
+            if entries and self._pending_after is not None:
+                self._pending_after[str(stream)] = str(entries[-1][0])
         return batch
 
     async def _claim(self, count: int) -> list[Entry]:
-        batch: list[Entry] = []
+        """Entries idle for ``claim_idle_ms`` in any stream (one pipelined XAUTOCLAIM per
+        stream); our own entries still being written are skipped, not taken twice."""
+        pipe = self.redis.pipeline(transaction=False)
         for stream in self.streams:
-            if len(batch) >= count:
-                break
-            claimed, _ = await self._claim_stream(stream, count - len(batch))
-            for _, entry_id, fields in claimed:
-                batch.extend(self._decode(stream, entry_id, fields))
+            pipe.xautoclaim(
+                stream,
+                keys.PERSIST_GROUP,
+                self.consumer,
+                self.claim_idle_ms,
+                start_id=self._claim_cursor.get(stream, "0-0"),
+                count=count,
+            )
+        batch: list[Entry] = []
+        for stream, reply in zip(self.streams, await pipe.execute(), strict=True):
+            self._claim_cursor[stream] = str(reply[0])
+            for entry_id, fields in reply[1]:
+                if (stream, str(entry_id)) not in self._in_flight:
+                    batch.extend(self._decode(stream, str(entry_id), fields))
         if batch:
             self.metrics.claimed.inc(len(batch))
             log.info("claimed %d stale entries of a dead consumer", len(batch))

@@ -18,6 +18,8 @@ from sqlalchemy.engine import Connection
 from shared import events
 from shared.tables import chat_participant, chat_room, message, metadata
 
+MESSAGE_ROW = ("room_id", "seq", "sender_id", "content", "created_at")  # keys of a message row
+
 
 def to_datetime(ts_ms: int) -> datetime:
     """Milliseconds since the epoch → naive UTC datetime (the column type)."""
@@ -45,6 +47,21 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._dialect = self.engine.dialect.name
         self._known_rooms: set[str] = set()  # rooms whose chat_room row is committed
+        insert = self._insert(message)
+        self._message_insert = (
+            insert.on_conflict_do_nothing()
+            if self._dialect == "sqlite"
+            else insert.on_duplicate_key_update(seq=insert.inserted.seq)  # a no-op: keep the row
+        )
+        # MySQL: the insert compiled once and run by the driver's executemany (one multi-row
+        # statement, values escaped and bound by pymysql), skipping SQLAlchemy's per-row
+        # parameter processing, which cost a third of a batch's time.
+        self._message_sql = (
+            str(self._message_insert.compile(dialect=self.engine.dialect, column_keys=MESSAGE_ROW))
+            if self._dialect in ("mysql", "mariadb")
+            and self.engine.dialect.paramstyle == "pyformat"
+            else None
+        )
 
     def create_schema(self) -> None:
         """Create missing tables (idempotent)."""
@@ -116,13 +133,10 @@ class Store:
         )
 
     def _insert_messages(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        stmt = self._insert(message)
-        stmt = (
-            stmt.on_conflict_do_nothing()
-            if self._dialect == "sqlite"
-            else stmt.on_duplicate_key_update(seq=stmt.inserted.seq)  # a no-op: keep the row
-        )
-        conn.execute(stmt, rows)
+        if self._message_sql is not None:
+            conn.exec_driver_sql(self._message_sql, rows)
+        else:
+            conn.execute(self._message_insert, rows)
 
     def _apply_membership(self, conn: Connection, entry: Mapping[str, Any]) -> None:
         at = to_datetime(entry["ts"])

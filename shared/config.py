@@ -71,8 +71,9 @@ class Settings(BaseSettings):
 
     # Outbound coalescing: at most one flush to the sockets per this many ms.
     coalesce_ms: float = Field(default=10.0, ge=0)
-    # Under load the window grows with the cost of a flush, up to this (gateway/hub.py).
-    coalesce_max_ms: float = Field(default=50.0, ge=0)
+    # Under load the window grows with the cost of a flush, up to this (gateway/hub.py). 100 ms:
+    # nginx and the clients pay per frame too, unseen by the gateway (docs/benchmarks.md).
+    coalesce_max_ms: float = Field(default=100.0, ge=0)
     ws_per_message_deflate: bool = False
     shutdown_grace_s: float = Field(default=5.0, ge=0)
     log_level: str = "info"

@@ -29,7 +29,7 @@ class BenchSettings:
     peak_strikes: int = 2  # the peak search stops after this many steps in a row over the p99
     # bound (at once on a verification failure)
     sync_rates: list[float] = field(default_factory=lambda: [50, 200, 500])  # experiment 2
-    baseline_rates: list[float] = field(default_factory=lambda: [5, 10, 20, 40, 80, 160])
+    baseline_rates: list[float] = field(default_factory=lambda: [2, 5, 10, 20, 40, 80, 160])
     p99_ms: float = 200.0
     cross_users: int = 3
     cross_rate: float = 30.0

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 class RedisStreamSource(PersistStreams):
     """A :class:`persister.source.Source` over the persist streams of one Redis server."""
 
+    CLAIM_COUNT = 100  # stale entries taken per stream per look
+
     def __init__(
         self,
         redis: Redis,
@@ -70,7 +72,8 @@ class RedisStreamSource(PersistStreams):
             self._pending_after = None
         if time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self._claim_every_s
-            claimed = await self._claim(count)
+            # Not just what fits the current batch: a busy reader asks for one entry at a time.
+            claimed = await self._claim(max(count, self.CLAIM_COUNT))
             if claimed:
                 return claimed
         block = max(1, int(timeout * 1000)) if timeout > 0 else None

@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
+from shared import events, keys
 from tests.conftest import ChatServer, MariaDB, RedisServer, http_get, join, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -158,6 +160,57 @@ async def test_dead_replicas_entries_are_claimed(stack: Any, mariadb: MariaDB) -
     assert_exactly_once(mariadb, stack.database, {"orphan": 30})
     _, metrics = http_get(survivor.url + "/metrics")
     assert b"chat_persist_claimed_total 32.0" in metrics  # 30 messages, a join, a leave
+
+
+async def test_a_busy_replica_still_claims_a_dead_replicas_entries(
+    stack: Any, mariadb: MariaDB, redis_server: RedisServer
+) -> None:
+    """Stale entries are looked for on a timer, not only when nothing is in flight: a replica
+    draining a long backlog over many streams takes over a dead one's entries long before the
+    backlog is done."""
+    shards, backlog, now = 48, 100_000, events.now_ms()
+    busy = [f"busy{n}" for n in range(32)]  # many streams: every read returns more than a batch
+    client = redis.Redis.from_url(redis_server.url)
+    pipe = client.pipeline(transaction=False)
+    for n in range(backlog):
+        room = busy[n % len(busy)]
+        event = {"type": "message", "room": room, "seq": n // len(busy) + 1, "user": "u",
+                 "text": "t", "ts": now}  # fmt: skip
+        pipe.xadd(keys.room_persist(room, shards), {"e": orjson.dumps(event)})
+        if n % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    # A replica that read the orphan room's entries and died without acknowledging them (its
+    # stream holds nothing else).
+    used = {keys.room_persist(room, shards) for room in busy}
+    orphan = next(
+        f"orphan{n}" for n in range(1000) if keys.room_persist(f"orphan{n}", shards) not in used
+    )
+    orphan_stream = keys.room_persist(orphan, shards)
+    for seq in range(1, 31):
+        event = {"type": "message", "room": orphan, "seq": seq, "user": "u", "text": "t",
+                 "ts": now}  # fmt: skip
+        client.xadd(orphan_stream, {"e": orjson.dumps(event)})
+    client.xgroup_create(orphan_stream, keys.PERSIST_GROUP, id="0")
+    taken = client.xreadgroup(keys.PERSIST_GROUP, "dead", {orphan_stream: ">"}, count=100000)
+    assert taken
+    # Not claimable at the survivor's first read (idle < 2.5 s); only once it is busy.
+    stack.persister(
+        chat_shards=shards, chat_batch_size=10, chat_claim_idle_ms=2500,
+        chat_persister_id="survivor",
+    )  # fmt: skip
+
+    def orphans_stored() -> bool:
+        try:
+            return len(rows(mariadb, stack.database, orphan)) == 30
+        except Exception:  # the table is not there yet
+            return False
+
+    await asyncio.to_thread(wait_until, orphans_stored, 60, "the dead replica's entries")
+    stored = mariadb.query(stack.database, "SELECT COUNT(*) FROM message")[0][0]
+    assert stored - 30 < backlog // 2, f"claimed only after {stored - 30} of {backlog} rows"
+    assert [r[1] for r in rows(mariadb, stack.database, orphan)] == list(range(1, 31))
+    client.close()
 
 
 async def test_database_outage_backlog_drains_after(stack: Any, mariadb: MariaDB) -> None:

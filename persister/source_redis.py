@@ -44,8 +44,8 @@ class RedisStreamSource(PersistStreams):
             redis, shards=shards, consumer=consumer, claim_idle_ms=claim_idle_ms, metrics=metrics
         )
         # Own pending entries (left by a previous run) are read first, by id from this cursor
-        # per stream: ids after the last one returned, so a batch still being written is never
-        # returned twice. None once there are none left.
+        # per stream: ids after the last one returned, so entries read but not acknowledged yet
+        # (a read can return more than one batch) are not returned twice. None once done.
         self._pending_after: dict[str, str] | None = dict.fromkeys(self.streams, "0")
         self._claim_every_s = min(1.0, claim_idle_ms / 2000)
         self._next_claim = 0.0

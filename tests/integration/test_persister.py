@@ -213,6 +213,32 @@ async def test_a_busy_replica_still_claims_a_dead_replicas_entries(
     client.close()
 
 
+async def test_a_restart_rereads_each_of_its_pending_entries_once(
+    stack: Any, mariadb: MariaDB, redis_server: RedisServer
+) -> None:
+    """Entries a previous run read and never acknowledged come back once each, even when they
+    are many batches' worth over several streams (the re-read goes by id, not from the start)."""
+    shards, now = 48, events.now_ms()
+    rooms = [f"pending{n}" for n in range(10)]
+    client = redis.Redis.from_url(redis_server.url)
+    streams = {keys.room_persist(room, shards) for room in rooms}
+    for stream in streams:
+        client.xgroup_create(stream, keys.PERSIST_GROUP, id="0", mkstream=True)
+    for seq in range(1, 51):
+        for room in rooms:
+            event = {"type": "message", "room": room, "seq": seq, "user": "u", "text": "t",
+                     "ts": now}  # fmt: skip
+            client.xadd(keys.room_persist(room, shards), {"e": orjson.dumps(event)})
+    # What a run of persister "p1" that died after reading everything leaves behind.
+    client.xreadgroup(keys.PERSIST_GROUP, "p1", dict.fromkeys(streams, ">"), count=100000)
+    persister = stack.persister(chat_shards=shards, chat_batch_size=20, chat_persister_id="p1")
+    await asyncio.to_thread(wait_rows, mariadb, stack.database, 500)
+    assert_exactly_once(mariadb, stack.database, dict.fromkeys(rooms, 50))
+    _, metrics = http_get(persister.url + "/metrics")
+    assert b"chat_persist_redeliveries_total 500.0" in metrics
+    client.close()
+
+
 async def test_database_outage_backlog_drains_after(stack: Any, mariadb: MariaDB) -> None:
     gateway = stack.gateway()
     persister = stack.persister(chat_batch_size=50, chat_flush_interval_ms=100)

@@ -2,7 +2,7 @@
 
 Measures the two ways a message reaches the database, on private Redis and MariaDB servers:
 - async: the persister service draining a backlog of N entries already in the persist streams
-  (batches of ``BENCH_BATCH`` = 200, and 1000), from the first row to the last;
+  (batches of 200 and 1000, and 2 or 3 replicas at batch 200), from the first row to the last;
 - sync: one insert + commit per message (what ``CHAT_PERSIST_MODE=sync`` does per send).
 """
 
@@ -66,24 +66,29 @@ def rows_counted(conn: Any) -> int:
 
 
 def measure_async(
-    work: Path, redis_server: Redis, mariadb: MariaDB, batch: int, count: int
+    work: Path, redis_server: Redis, mariadb: MariaDB, batch: int, count: int, replicas: int = 1
 ) -> float:
-    database = f"async_{batch}"
+    database = f"async_{batch}_{replicas}"
     url = mariadb.create_database(database)
     redis_server_flush(redis_server)
     fill(redis_server.url, count, rooms=64)
-    persister = ChatProcess(
-        work / f"persister-{batch}",
-        module="persister",
-        env={
-            "CHAT_REDIS_URL": redis_server.url,
-            "CHAT_DATABASE_URL": url,
-            "CHAT_BATCH_SIZE": str(batch),
-            "CHAT_FLUSH_INTERVAL_MS": "1000",
-            "CHAT_SHARDS": str(SHARDS),
-        },
-    )
-    persister.start()
+    persisters = [
+        ChatProcess(
+            work / f"persister-{batch}-{replicas}-{n}",
+            module="persister",
+            env={
+                "CHAT_REDIS_URL": redis_server.url,
+                "CHAT_DATABASE_URL": url,
+                "CHAT_BATCH_SIZE": str(batch),
+                "CHAT_FLUSH_INTERVAL_MS": "1000",
+                "CHAT_SHARDS": str(SHARDS),
+                "CHAT_PERSISTER_ID": f"persister-{n}",
+            },
+        )
+        for n in range(replicas)
+    ]
+    for persister in persisters:
+        persister.start()
     # One connection for the whole measurement: a connection per poll costs more CPU than the
     # persister itself on two cores.
     conn = mariadb.connect(database)
@@ -94,7 +99,8 @@ def measure_async(
         return count / (time.perf_counter() - started)
     finally:
         conn.close()
-        persister.stop()
+        for persister in persisters:
+            persister.stop()
 
 
 def tables_exist(conn: Any) -> bool:
@@ -133,6 +139,10 @@ def main() -> None:
         try:
             results = [(f"async, batch {b}", measure_async(work, redis_server, mariadb, b, count))
                        for b in (200, 1000)]  # fmt: skip
+            # Replicas share the streams through the consumer group.
+            results += [(f"async, batch 200, {n} replicas",
+                         measure_async(work, redis_server, mariadb, 200, count, replicas=n))
+                        for n in (2, 3)]  # fmt: skip
             results.append(("sync, one commit per message", measure_sync(mariadb, sync_count)))
         finally:
             mariadb.stop()

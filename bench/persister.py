@@ -45,6 +45,14 @@ def fill(redis_url: str, count: int, rooms: int) -> None:
     client.close()
 
 
+def scalar(conn: Any, sql: str) -> Any:
+    """The first column of the first row (None without rows)."""
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+    return None if row is None else row[0]
+
+
 def rows_stored(conn: Any) -> int:
     """Rows in ``message``, polled cheaply (the poll must not compete with the writer).
 
@@ -52,17 +60,11 @@ def rows_stored(conn: Any) -> int:
     is at least the row count: it reaching the target is necessary, and an exact ``COUNT(*)``
     (a scan, so only then) confirms it.
     """
-    with conn.cursor() as cur:
-        cur.execute("SELECT MAX(message_id) FROM message")
-        (top,) = cur.fetchone()
-    return int(top or 0)
+    return int(scalar(conn, "SELECT MAX(message_id) FROM message") or 0)
 
 
 def rows_counted(conn: Any) -> int:
-    with conn.cursor() as cur:
-        cur.execute("SELECT COUNT(*) FROM message")
-        (count,) = cur.fetchone()
-    return int(count)
+    return int(scalar(conn, "SELECT COUNT(*) FROM message"))
 
 
 def measure_async(
@@ -104,9 +106,7 @@ def measure_async(
 
 
 def tables_exist(conn: Any) -> bool:
-    with conn.cursor() as cur:
-        cur.execute("SHOW TABLES LIKE 'message'")
-        return cur.fetchone() is not None
+    return scalar(conn, "SHOW TABLES LIKE 'message'") is not None
 
 
 def redis_server_flush(redis_server: Redis) -> None:

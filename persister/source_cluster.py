@@ -62,8 +62,6 @@ class ClusterStreamSource(PersistStreams):
         # Every reader may add one reply past the bound: a share of read_ahead per reply keeps
         # the overshoot near read_ahead.
         self.read_count = max(self.MIN_READ_COUNT, math.ceil(read_ahead / len(self.streams)))
-        # Stale entries of a dead consumer are looked for at least this often, per stream.
-        self._claim_every_s = min(1.0, claim_idle_ms / 2000)
         self._buffer: deque[Entry] = deque()
         self._readable = asyncio.Event()  # the buffer holds entries
         self._room = asyncio.Event()  # the buffer holds fewer than read_ahead entries

@@ -47,7 +47,6 @@ class RedisStreamSource(PersistStreams):
         # per stream: ids after the last one returned, so entries read but not acknowledged yet
         # (a read can return more than one batch) are not returned twice. None once done.
         self._pending_after: dict[str, str] | None = dict.fromkeys(self.streams, "0")
-        self._claim_every_s = min(1.0, claim_idle_ms / 2000)
         self._next_claim = 0.0
         self._closed = False
 
@@ -98,20 +97,13 @@ class RedisStreamSource(PersistStreams):
         stream); our own entries still being written are skipped, not taken twice."""
         pipe = self.redis.pipeline(transaction=False)
         for stream in self.streams:
-            pipe.xautoclaim(
-                stream,
-                keys.PERSIST_GROUP,
-                self.consumer,
-                self.claim_idle_ms,
-                start_id=self._claim_cursor.get(stream, "0-0"),
-                count=count,
-            )
+            self._xautoclaim(pipe, stream, count)
         batch: list[Entry] = []
         for stream, reply in zip(self.streams, await pipe.execute(), strict=True):
-            self._claim_cursor[stream] = str(reply[0])
-            for entry_id, fields in reply[1]:
-                if (stream, str(entry_id)) not in self._in_flight:
-                    batch.extend(self._decode(stream, str(entry_id), fields))
+            claimed, _ = self._claimed(stream, reply)
+            for _, entry_id, fields in claimed:
+                if (stream, entry_id) not in self._in_flight:
+                    batch.extend(self._decode(stream, entry_id, fields))
         if batch:
             self.metrics.claimed.inc(len(batch))
             log.info("claimed %d stale entries of a dead consumer", len(batch))

@@ -43,6 +43,8 @@ class PersistStreams:
         self.claim_idle_ms = claim_idle_ms
         self.metrics = metrics
         self._claim_cursor: dict[str, str] = {}
+        # Stale entries of a dead consumer are looked for at least this often.
+        self._claim_every_s = min(1.0, claim_idle_ms / 2000)
         self._malformed: list[EntryId] = []
         self._in_flight: set[EntryId] = set()  # read, not yet acknowledged
 
@@ -61,7 +63,12 @@ class PersistStreams:
     async def _claim_stream(self, stream: str, count: int) -> tuple[list[RawEntry], bool]:
         """Stale entries of ``stream`` idle for ``claim_idle_ms``, and whether the scan of its
         pending entries is complete (XAUTOCLAIM's cursor is back at the start)."""
-        reply = await self.redis.xautoclaim(
+        return self._claimed(stream, await self._xautoclaim(self.redis, stream, count))
+
+    def _xautoclaim(self, client: Any, stream: str, count: int) -> Any:
+        """XAUTOCLAIM on ``client`` (the client, or a pipeline it is queued on), from the
+        stream's cursor."""
+        return client.xautoclaim(
             stream,
             keys.PERSIST_GROUP,
             self.consumer,
@@ -69,6 +76,8 @@ class PersistStreams:
             start_id=self._claim_cursor.get(stream, "0-0"),
             count=count,
         )
+
+    def _claimed(self, stream: str, reply: Any) -> tuple[list[RawEntry], bool]:
         cursor = str(reply[0])
         self._claim_cursor[stream] = cursor
         return [(stream, str(entry_id), fields) for entry_id, fields in reply[1]], cursor == "0-0"

@@ -162,6 +162,12 @@ async def test_dead_replicas_entries_are_claimed(stack: Any, mariadb: MariaDB) -
     assert b"chat_persist_claimed_total 32.0" in metrics  # 30 messages, a join, a leave
 
 
+def add_entry(client: Any, room: str, seq: int, ts: int, shards: int) -> None:
+    """A message entry in the room's persist stream, as the publish script writes it."""
+    event = {"type": "message", "room": room, "seq": seq, "user": "u", "text": "t", "ts": ts}
+    client.xadd(keys.room_persist(room, shards), {"e": orjson.dumps(event)})
+
+
 async def test_a_busy_replica_still_claims_a_dead_replicas_entries(
     stack: Any, mariadb: MariaDB, redis_server: RedisServer
 ) -> None:
@@ -173,10 +179,7 @@ async def test_a_busy_replica_still_claims_a_dead_replicas_entries(
     client = redis.Redis.from_url(redis_server.url)
     pipe = client.pipeline(transaction=False)
     for n in range(backlog):
-        room = busy[n % len(busy)]
-        event = {"type": "message", "room": room, "seq": n // len(busy) + 1, "user": "u",
-                 "text": "t", "ts": now}  # fmt: skip
-        pipe.xadd(keys.room_persist(room, shards), {"e": orjson.dumps(event)})
+        add_entry(pipe, busy[n % len(busy)], n // len(busy) + 1, now, shards)
         if n % 5000 == 4999:
             pipe.execute()
     pipe.execute()
@@ -188,9 +191,7 @@ async def test_a_busy_replica_still_claims_a_dead_replicas_entries(
     )
     orphan_stream = keys.room_persist(orphan, shards)
     for seq in range(1, 31):
-        event = {"type": "message", "room": orphan, "seq": seq, "user": "u", "text": "t",
-                 "ts": now}  # fmt: skip
-        client.xadd(orphan_stream, {"e": orjson.dumps(event)})
+        add_entry(client, orphan, seq, now, shards)
     client.xgroup_create(orphan_stream, keys.PERSIST_GROUP, id="0")
     taken = client.xreadgroup(keys.PERSIST_GROUP, "dead", {orphan_stream: ">"}, count=100000)
     assert taken
@@ -226,9 +227,7 @@ async def test_a_restart_rereads_each_of_its_pending_entries_once(
         client.xgroup_create(stream, keys.PERSIST_GROUP, id="0", mkstream=True)
     for seq in range(1, 51):
         for room in rooms:
-            event = {"type": "message", "room": room, "seq": seq, "user": "u", "text": "t",
-                     "ts": now}  # fmt: skip
-            client.xadd(keys.room_persist(room, shards), {"e": orjson.dumps(event)})
+            add_entry(client, room, seq, now, shards)
     # What a run of persister "p1" that died after reading everything leaves behind.
     client.xreadgroup(keys.PERSIST_GROUP, "p1", dict.fromkeys(streams, ">"), count=100000)
     persister = stack.persister(chat_shards=shards, chat_batch_size=20, chat_persister_id="p1")

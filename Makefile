@@ -17,7 +17,12 @@ STACK_PORT ?= 8080
 BENCH_QUICK ?= 0
 export BENCH_QUICK
 
-.PHONY: bench-persister run venv test lint system-deps unit stack up down token clean
+# A bare `make` lists the targets.
+.DEFAULT_GOAL := help
+.PHONY: help venv run stack up down token bench bench-persister soak system-deps lint unit test clean
+
+help: ## this list: every target and what it does
+	@awk -F ':.*## ' '/^[a-zA-Z][a-zA-Z0-9_-]*:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +41,7 @@ stack: venv system-deps ## native topology: redis, mariadb, persister, $(GATEWAY
 up: ## the same topology with Docker (needs a Docker engine and a .env, see .env.example)
 	docker compose up -d --build --scale gateway=$(GATEWAYS)
 
-down:
+down: ## stop the Docker topology (docker compose down)
 	docker compose down
 
 token: venv ## a token for local testing: make token NAME=alice [ROOMS='team-*'] (needs CHAT_AUTH_SECRET)
@@ -50,7 +55,6 @@ bench-persister: venv system-deps ## rows/s into MariaDB: persister batches (200
 
 # `make soak`: every SOAK_* variable is passed through (see bench/soak.py), e.g. SOAK_SECONDS (120),
 # SOAK_USERS (300), SOAK_RATE (50 msgs/s), SOAK_CHURN_PER_S (20). Not part of `make test`.
-.PHONY: soak
 soak: venv system-deps ## leak hunt: steady load + connection churn -> bench/results/soak-<timestamp>.md
 	$(foreach v,$(filter SOAK_%,$(.VARIABLES)),$(v)='$($(v))') $(PY) -m bench.soak
 
@@ -70,11 +74,11 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-unit: venv
+unit: venv ## the unit tests only (tests/unit)
 	$(PY) -m pytest tests/unit -q
 
 test: venv system-deps lint ## everything CI runs
 	$(PY) -m pytest -q
 
-clean:
+clean: ## remove .venv, caches, test artifacts and the native stack's work folder (.stack)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts .stack

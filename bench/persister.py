@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 import redis
 
-from bench.report import cpu_speed
+from bench.report.machine import cpu_speed
 from shared import keys
 from shared.store import Store
-from stack.processes import ChatProcess, MariaDB, Redis, wait_until
+from stack.processes import ChatProcess, MariaDB, RedisServer, wait_until
 
 SHARDS = 48  # passed to the persister as CHAT_SHARDS: both must agree
 
@@ -68,7 +68,12 @@ def rows_counted(conn: Any) -> int:
 
 
 def measure_async(
-    work: Path, redis_server: Redis, mariadb: MariaDB, batch: int, count: int, replicas: int = 1
+    work: Path,
+    redis_server: RedisServer,
+    mariadb: MariaDB,
+    batch: int,
+    count: int,
+    replicas: int = 1,
 ) -> float:
     database = f"async_{batch}_{replicas}"
     url = mariadb.create_database(database)
@@ -109,7 +114,7 @@ def tables_exist(conn: Any) -> bool:
     return scalar(conn, "SHOW TABLES LIKE 'message'") is not None
 
 
-def redis_server_flush(redis_server: Redis) -> None:
+def redis_server_flush(redis_server: RedisServer) -> None:
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()
@@ -134,7 +139,7 @@ def main() -> None:
     sync_count = int(os.environ.get("BENCH_SYNC_ROWS", "3000"))
     with tempfile.TemporaryDirectory(prefix="chat-bench-persister-") as tmp:
         work = Path(tmp)
-        redis_server = Redis(work / "redis").start()
+        redis_server = RedisServer(work / "redis").start()
         mariadb = MariaDB(work / "mariadb").start()
         try:
             results = [(f"async, batch {b}", measure_async(work, redis_server, mariadb, b, count))

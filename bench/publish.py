@@ -13,16 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.broker_redis import RedisBroker
-from shared import keys
+from gateway.publisher import publisher_for
+from shared import keys, redis_client
 from shared.config import Settings
-from stack.processes import Redis
+from stack.processes import RedisServer
 
 
 async def run(url: str, count: int, concurrency: int) -> tuple[float, float]:
-    broker = RedisBroker(Settings(broker="redis", redis_url=url), store=None)
+    settings = Settings(broker="redis", redis_url=url)
+    redis = redis_client.connect(url, pool_size=settings.redis_pool_size)
+    broker = publisher_for(redis, settings, store=None)
     for room in ("seq", "par"):
-        await broker.redis.set(keys.seq(room, broker.shards), 0)  # a room that exists
+        await redis.set(keys.seq(room, settings.shards), 0)  # a room that exists
     started = time.perf_counter()
     for n in range(count):
         await broker.publish("seq", "bench", f"message {n}", f"c{n}")
@@ -35,7 +37,7 @@ async def run(url: str, count: int, concurrency: int) -> tuple[float, float]:
     started = time.perf_counter()
     await asyncio.gather(*(publisher(w) for w in range(concurrency)))
     per_s = (count // concurrency * concurrency) / (time.perf_counter() - started)
-    await broker.redis.aclose()
+    await redis.aclose()
     return sequential_us, per_s
 
 
@@ -43,7 +45,7 @@ def main() -> None:
     count = int(os.environ.get("BENCH_PUBLISHES", "20000"))
     concurrency = int(os.environ.get("BENCH_CONCURRENCY", "32"))
     with tempfile.TemporaryDirectory(prefix="chat-bench-publish-") as tmp:
-        server = Redis(Path(tmp) / "redis").start()
+        server = RedisServer(Path(tmp) / "redis").start()
         try:
             sequential_us, per_s = asyncio.run(run(server.url, count, concurrency))
         finally:

@@ -19,12 +19,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.settings import BenchSettings
 from loadtests.procstats import ProcessSampler
 from loadtests.runner import LoadConfig, LoadResult, PhaseResult, run_load
 from loadtests.stats import nearest_rank
 from loadtests.worker import Phase, raise_nofile
-from stack.processes import ROOT, Process, Redis, free_port, http_get
+from stack.processes import ROOT, Process, RedisServer, free_port, http_get
 from stack.topology import Stack, StackConfig
 
 BASELINE_VENV = ROOT / ".venv" / "baseline"  # inside .venv: ignored by git, removed by make clean
@@ -423,7 +425,7 @@ class Bench:
         """Experiment 7: the same peak search against the textbook app (one uvicorn process)."""
         s = self.s
         ensure_baseline_venv()
-        redis = Redis(self.work / "baseline-redis").start()
+        redis = RedisServer(self.work / "baseline-redis").start()
         app = BaselineApp(self.work / "baseline", redis.url)
         try:
             app.start()
@@ -478,7 +480,7 @@ def _step(p: PhaseResult, held: bool) -> dict[str, Any]:
 
 
 def scrape(url: str) -> dict[str, float]:
-    """Unlabelled samples of a Prometheus text page."""
+    """Unlabelled samples of a Prometheus text page (``{}`` if it cannot be read)."""
     try:
         status, body = http_get(url, timeout=2)
     except OSError:
@@ -486,20 +488,17 @@ def scrape(url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     if status != 200:
         return out
-    for line in body.decode(errors="replace").splitlines():
-        if line.startswith("#") or "{" in line:
-            continue
-        parts = line.split()
-        if len(parts) >= 2:
-            with contextlib.suppress(ValueError):
-                out[parts[0]] = float(parts[1])
+    # The parser is lazy: a malformed line ends the page, keeping the samples before it.
+    with contextlib.suppress(ValueError):
+        for family in text_string_to_metric_families(body.decode(errors="replace")):
+            out.update((s.name, s.value) for s in family.samples if not s.labels)
     return out
 
 
 def main() -> None:
     from bench.report import write_report
 
-    settings = BenchSettings.from_env()
+    settings = BenchSettings()
     raise_nofile()  # the gateways inherit it (10,000 idle connections)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(settings.out) if settings.out else ROOT / "bench" / "results" / stamp
@@ -512,7 +511,7 @@ def main() -> None:
         finally:
             elapsed = time.monotonic() - started
             data = {
-                "settings": settings.as_dict(),
+                "settings": settings.model_dump(),
                 "chat_env": settings.chat_env(),
                 "elapsed_s": round(elapsed),
                 "runs": [r.row() for r in bench.runs],

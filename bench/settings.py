@@ -4,32 +4,55 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import copy
+from typing import Annotated, Any
+
+from pydantic import field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A comma list in the environment (``BENCH_PEAK_RATES=100,250``), not JSON.
+Rates = Annotated[list[float], NoDecode]
+
+MAX_CONNECTIONS = 20_000  # CHAT_MAX_CONNECTIONS at least: all clients come from one host
+
+# What ``BENCH_QUICK=1`` changes, unless the variable of that field is set too.
+QUICK = {
+    "ramp_s": 2.0,
+    "duration_s": 5.0,
+    "step_s": 5.0,
+    "peak_rates": [100, 250, 500, 1000, 2000, 3000],
+    "baseline_rates": [10, 20, 40, 80],
+    "cross_s": 5.0,
+    "idle_connections": 3000,  # the full run uses the issue's 10,000
+}
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+class BenchSettings(BaseSettings):
+    """Every field is a ``BENCH_<NAME>`` variable; lists are comma lists. Frozen."""
 
+    # BENCH_* also holds other scripts' knobs (bench.publish, bench.persister): ignored here.
+    # Defaults are not validated, so they keep their own types (the report prints them).
+    model_config = SettingsConfigDict(
+        env_prefix="BENCH_",
+        frozen=True,
+        extra="ignore",
+        env_ignore_empty=True,
+        validate_default=False,
+    )
 
-@dataclass
-class BenchSettings:
     quick: bool = False
-    experiments: list[str] = field(default_factory=lambda: list("1234567LC"))
+    experiments: Annotated[list[str], NoDecode] = list("1234567LC")
     users: int = 1000  # the big room
     users_small: int = 500  # experiment 1's smaller run
     rate: float = 500.0  # msgs/s offered in experiments 1 and 2 (deliveries/s = rate x users)
     ramp_s: float = 5.0
     duration_s: float = 20.0
     step_s: float = 10.0  # one step of a peak search
-    peak_rates: list[float] = field(
-        default_factory=lambda: [100, 250, 500, 1000, 1250, 1500, 2000, 2500, 3000, 4000]
-    )
+    peak_rates: Rates = [100, 250, 500, 1000, 1250, 1500, 2000, 2500, 3000, 4000]
     peak_strikes: int = 2  # the peak search stops after this many steps in a row over the p99
     # bound (at once on a verification failure)
-    sync_rates: list[float] = field(default_factory=lambda: [50, 200, 500])  # experiment 2
-    baseline_rates: list[float] = field(default_factory=lambda: [2, 5, 10, 20, 40, 80, 160])
+    sync_rates: Rates = [50, 200, 500]  # experiment 2
+    baseline_rates: Rates = [2, 5, 10, 20, 40, 80, 160]
     p99_ms: float = 200.0
     cross_users: int = 3
     cross_rate: float = 30.0
@@ -45,53 +68,53 @@ class BenchSettings:
     backlog_bytes: int = 0
     out: str = ""  # results folder (default bench/results/<timestamp>)
 
+    @field_validator("quick", mode="before")
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> BenchSettings:
-        env = dict(os.environ if env is None else env)
-        quick = env.get("BENCH_QUICK", "0") not in ("", "0", "false", "no")
-        s = cls(quick=quick)
-        if quick:
-            s.ramp_s, s.duration_s, s.step_s = 2.0, 5.0, 5.0
-            s.peak_rates = [100, 250, 500, 1000, 2000, 3000]
-            s.baseline_rates = [10, 20, 40, 80]
-            s.cross_s = 5.0
-            s.idle_connections = 3000  # the full run uses the issue's 10,000
-        for name, value in asdict(s).items():
-            raw = env.get(f"BENCH_{name.upper()}")
-            if raw is None or name == "quick":
-                continue
-            if isinstance(value, bool):
-                setattr(s, name, raw not in ("", "0", "false", "no"))
-            elif isinstance(value, int):
-                setattr(s, name, int(raw))
-            elif isinstance(value, float):
-                setattr(s, name, float(raw))
-            elif name == "experiments":
-                setattr(s, name, [x.strip() for x in raw.split(",") if x.strip()])
-            elif isinstance(value, list):
-                setattr(s, name, _floats(raw))
-            else:
-                setattr(s, name, raw)
-        return s
+    def _flag(cls, value: Any) -> Any:
+        # Anything but 0/false/no switches it on, as the Makefile's BENCH_QUICK always did.
+        return value not in ("0", "false", "no") if isinstance(value, str) else value
+
+    @field_validator("experiments", "peak_rates", "sync_rates", "baseline_rates", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return (
+            [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) else value
+        )
+
+    @model_validator(mode="after")
+    def _quick_defaults(self) -> BenchSettings:
+        # After validation, so these defaults too keep their own types.
+        if self.quick:
+            for name, value in QUICK.items():
+                if name not in self.model_fields_set:
+                    object.__setattr__(self, name, copy.deepcopy(value))
+        return self
 
     def chat_env(self) -> dict[str, str]:
-        """``CHAT_*`` for every chat process: the abuse limits opened up for one client host."""
-        big = "1000000"
-        env = {
-            "CHAT_RATE_PER_S": big,
-            "CHAT_RATE_BURST": big,
-            "CHAT_USER_RATE_PER_S": big,
-            "CHAT_USER_RATE_BURST": big,
-            "CHAT_CONN_RATE_PER_IP": big,
-            "CHAT_CONN_BURST_PER_IP": big,
-            "CHAT_MAX_CONNECTIONS": str(max(20_000, 2 * self.idle_connections)),
-            "CHAT_LOG_LEVEL": "warning",
-        }
-        if self.backlog_events:
-            env["CHAT_MAX_BACKLOG_EVENTS"] = str(self.backlog_events)
-        if self.backlog_bytes:
-            env["CHAT_MAX_BACKLOG_BYTES"] = str(self.backlog_bytes)
-        return env
+        """``CHAT_*`` for every chat process of the bench (see ``chat_env``)."""
+        return chat_env(
+            max(MAX_CONNECTIONS, 2 * self.idle_connections), self.backlog_events, self.backlog_bytes
+        )
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+def chat_env(
+    max_connections: int = MAX_CONNECTIONS, backlog_events: int = 0, backlog_bytes: int = 0
+) -> dict[str, str]:
+    """``CHAT_*`` for every chat process: the abuse limits opened up for one client host (0:
+    the gateway's default backlog)."""
+    big = "1000000"
+    env = {
+        "CHAT_RATE_PER_S": big,
+        "CHAT_RATE_BURST": big,
+        "CHAT_USER_RATE_PER_S": big,
+        "CHAT_USER_RATE_BURST": big,
+        "CHAT_CONN_RATE_PER_IP": big,
+        "CHAT_CONN_BURST_PER_IP": big,
+        "CHAT_MAX_CONNECTIONS": str(max_connections),
+        "CHAT_LOG_LEVEL": "warning",
+    }
+    if backlog_events:
+        env["CHAT_MAX_BACKLOG_EVENTS"] = str(backlog_events)
+    if backlog_bytes:
+        env["CHAT_MAX_BACKLOG_BYTES"] = str(backlog_bytes)
+    return env

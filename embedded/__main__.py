@@ -8,13 +8,13 @@ from gateway.app import build_node, create_app
 from gateway.server import serve
 from persister.worker import Worker
 from shared import logs
-from shared.config import Settings
+from shared.config import load_settings
 from shared.metrics import PersisterMetrics
 from shared.stream_memory import MemoryStream
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings)
     if settings.database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,11 @@ from prometheus_client import CollectorRegistry
 from gateway.app import build_node, create_app
 from gateway.server import serve
 from shared import logs
-from shared.config import Settings
+from shared.config import load_settings
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings)
     registry = CollectorRegistry()
     node = build_node(settings, registry, writes_store=settings.persist_mode == "sync")

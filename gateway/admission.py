@@ -9,17 +9,9 @@ from collections.abc import Callable, Mapping
 from gateway.limits import TokenBucket
 from shared import errors
 from shared.config import Settings
+from shared.errors import Refused
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class Refused(Exception):
-    """A connection is refused with ``code`` (a WebSocket close code) and ``reason``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class Admission:

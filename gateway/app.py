@@ -17,6 +17,10 @@ from gateway.broker import Broker
 from gateway.broker_memory import MemoryBroker
 from gateway.broker_redis import RedisBroker
 from gateway.node import Node
+from gateway.presence import PresenceManager
+from gateway.presence_memory import MemoryPresence
+from gateway.presence_redis import RedisPresence
+from shared import redis_client
 from shared.config import Settings
 from shared.metrics import GatewayMetrics
 from shared.store import Store
@@ -42,17 +46,23 @@ def build_node(
     store = Store(settings.database_url)
     metrics = GatewayMetrics(registry)
     broker: Broker
+    presence: PresenceManager
     if settings.broker == "memory":
-        broker = MemoryBroker(
+        memory = MemoryBroker(
             log_size=settings.recent_log_size,
             cid_window_s=settings.cid_window_s,
             stream=stream,
             store=store,
             sync=settings.persist_mode == "sync",
         )
+        broker, presence = memory, MemoryPresence(memory, stream)
     else:
-        broker = RedisBroker(settings, store, metrics)
-    return Node(settings, broker, store, metrics, writes_store=writes_store)
+        # One client for both: bounded connections and no automatic retries (a publish
+        # retried after a lost reply could publish twice).
+        redis = redis_client.connect(settings.redis_url, pool_size=settings.redis_pool_size)
+        broker = RedisBroker(redis, settings, store, metrics)
+        presence = RedisPresence(redis, settings)
+    return Node(settings, broker, presence, store, metrics, writes_store=writes_store)
 
 
 def create_app(

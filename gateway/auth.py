@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import jwt
 
 from shared import errors
+from shared.errors import Refused
 from shared.events import valid_user
 
 
@@ -25,39 +26,30 @@ class Identity:
         return self.rooms is None or any(fnmatch.fnmatchcase(room, p) for p in self.rooms)
 
 
-class AuthError(Exception):
-    """The connection is refused; ``code`` is the close code."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
 def identify(secret: str, user: str | None, token: str | None) -> Identity:
     """Resolve the identity of a connection from its query parameters."""
     if not secret:
         if user is None:
             return Identity(f"guest-{secrets.token_hex(3)}", "anonymous")
         if not valid_user(user):
-            raise AuthError(errors.POLICY_VIOLATION, "user names are 1-32 printable characters")
+            raise Refused(errors.POLICY_VIOLATION, "user names are 1-32 printable characters")
         return Identity(user, "anonymous")
     if not token:
-        raise AuthError(errors.UNAUTHORIZED, "token required")
+        raise Refused(errors.UNAUTHORIZED, "token required")
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
     except jwt.PyJWTError as exc:
-        raise AuthError(errors.UNAUTHORIZED, f"invalid token: {exc}") from None
+        raise Refused(errors.UNAUTHORIZED, f"invalid token: {exc}") from None
     sub = claims["sub"]
     if not valid_user(sub):
-        raise AuthError(errors.UNAUTHORIZED, "token subject is not a valid user name")
+        raise Refused(errors.UNAUTHORIZED, "token subject is not a valid user name")
     rooms = claims.get("rooms")
     if rooms is not None and not (
         isinstance(rooms, Sequence)
         and not isinstance(rooms, str)
         and all(isinstance(r, str) for r in rooms)
     ):
-        raise AuthError(errors.UNAUTHORIZED, "rooms claim must be a list of strings")
+        raise Refused(errors.UNAUTHORIZED, "rooms claim must be a list of strings")
     return Identity(sub, "token", tuple(rooms) if rooms is not None else None)
 
 
@@ -75,7 +67,7 @@ def bearer_token(authorization: str | None, query_token: str | None) -> str | No
 
 def identify_request(secret: str, token: str | None) -> Identity | None:
     """Who calls the HTTP API: ``None`` in anonymous mode (the API is open), else the token's
-    identity, verified exactly like a ``/ws`` token (:class:`AuthError` when it is not valid).
+    identity, verified exactly like a ``/ws`` token (:class:`Refused` when it is not valid).
     """
     if not secret:
         return None

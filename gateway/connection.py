@@ -1,18 +1,21 @@
-"""One client connection: its rooms, its bounded outbox, and how its output is written."""
+"""One client connection: its rooms, its bounded outbox, how its output is written, and its
+lifecycle as one explicit state (as starlette's ``WebSocketState``, centrifuge's client status).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.auth import Identity
 from gateway.batch import Batch, frame_of
 from gateway.eager import start_eagerly
-from gateway.hub import Hub
+from gateway.hub import Stats
 from gateway.limits import TokenBucket
 from shared import errors, events
 from shared.config import Settings
@@ -21,7 +24,38 @@ from shared.metrics import GatewayMetrics
 log = logging.getLogger(__name__)
 
 # What a write that found the peer gone raises.
-GONE = (WebSocketDisconnect, RuntimeError, OSError)
+PEER_GONE = (WebSocketDisconnect, RuntimeError, OSError)
+
+
+class State(enum.Enum):
+    """Where a connection is in its life. Transitions: :data:`TRANSITIONS`."""
+
+    OPEN = "open"  # events flow both ways
+    CLOSING = "closing"  # a close is decided: pending output goes first (a slow consumer's not)
+    CLOSE_SENT = "close_sent"  # the close frame is being written; nothing more is queued
+    CLOSED = "closed"  # the close frame went out
+    GONE = "gone"  # the peer is gone or the connection stopped: nothing more is written
+
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.OPEN: frozenset({State.CLOSING, State.GONE}),
+    State.CLOSING: frozenset({State.CLOSE_SENT, State.GONE}),
+    State.CLOSE_SENT: frozenset({State.CLOSED, State.GONE}),
+    State.CLOSED: frozenset({State.GONE}),
+    State.GONE: frozenset(),
+}
+
+
+class HubLink(Protocol):
+    """What a connection needs from its hub (``gateway/hub.py``)."""
+
+    stats: Stats
+
+    def distribute(self) -> None:
+        """Hand pending room batches to their members' outboxes."""
+
+    def mark_dirty(self, conn: Connection) -> None:
+        """Write ``conn``'s pending output at the next flush."""
 
 
 class Connection:
@@ -38,7 +72,7 @@ class Connection:
         identity: Identity,
         settings: Settings,
         metrics: GatewayMetrics,
-        hub: Hub,
+        hub: HubLink,
         on_slow: Callable[[Connection], None],
     ) -> None:
         self.ws = ws
@@ -59,15 +93,32 @@ class Connection:
         self._on_dirty = hub.mark_dirty
         self._on_slow = on_slow
         self._writing: asyncio.Task[None] | None = None  # a write waiting for the socket
-        self._close: tuple[int, str] | None = None
-        self._close_sent = False
-        self._done = asyncio.Event()  # the close frame is sent, or the peer is gone
-        self._gone = False
+        self.state = State.OPEN
+        self._close = (errors.NORMAL, "")  # the code and reason, once CLOSING
+        self._done = asyncio.Event()  # set on CLOSED or GONE: nothing more will be written
+
+    def _enter(self, state: State) -> None:
+        """The one place the state changes."""
+        if state is self.state:
+            return
+        if state not in TRANSITIONS[self.state]:
+            raise AssertionError(f"connection of {self.user}: {self.state} → {state}")
+        self.state = state
+        if state in (State.CLOSED, State.GONE):
+            self._done.set()
 
     @property
     def closing(self) -> bool:
-        """True once a close has been decided."""
-        return self._close is not None
+        """True once a close has been decided (or the peer is gone)."""
+        return self.state is not State.OPEN
+
+    @property
+    def _accepting(self) -> bool:
+        # Until the close frame is out, events still go (they were published before it);
+        # a slow consumer gets nothing more.
+        if self.state is State.CLOSING:
+            return self._close[0] != errors.SLOW_CONSUMER
+        return self.state is State.OPEN
 
     @property
     def room_count(self) -> int:
@@ -76,12 +127,11 @@ class Connection:
 
     async def stop(self) -> None:
         """The connection is over: stop any write still waiting."""
-        self._gone = True
+        self._enter(State.GONE)
         writing, self._writing = self._writing, None
         if writing is not None:
             writing.cancel()
             await asyncio.gather(writing, return_exceptions=True)
-        self._done.set()
 
     async def closed(self, timeout: float) -> None:
         """Wait until the close frame is sent (or ``timeout``)."""
@@ -139,9 +189,7 @@ class Connection:
         self._enqueue(Batch.of(data))
 
     def _enqueue(self, batch: Batch) -> None:
-        # Until the close frame is out, events still go (they were published before it);
-        # a slow consumer gets nothing more.
-        if self._close_sent or (self._close is not None and self._close[0] == errors.SLOW_CONSUMER):
+        if not self._accepting:
             return
         if self._outbox and (
             self._outbox_events + len(batch.events) > self._max_events
@@ -166,9 +214,10 @@ class Connection:
 
     def close(self, code: int, reason: str = "") -> None:
         """Close with ``code`` after what is pending; a slow consumer's backlog is dropped."""
-        if self._close is not None:
+        if self.state is not State.OPEN:
             return
         self._close = (code, reason)
+        self._enter(State.CLOSING)
         if code == errors.SLOW_CONSUMER:
             self._outbox.clear()
             self._outbox_events = self._outbox_chars = 0
@@ -177,7 +226,7 @@ class Connection:
 
     def flush(self) -> None:
         """Write what is pending as one frame (then the close frame, if one is due)."""
-        if self._writing is not None or self._gone:
+        if self._writing is not None or self.state in (State.CLOSED, State.GONE):
             return
         if self._outbox:
             batches, self._outbox = self._outbox, []
@@ -189,15 +238,15 @@ class Connection:
             if count > 1:
                 stats.coalesced += count
             self._write({"type": "websocket.send", "text": frame_of(batches)})
-        elif self._close is not None and not self._close_sent:
+        elif self.state is State.CLOSING:
             code, reason = self._close
-            self._close_sent = True
+            self._enter(State.CLOSE_SENT)
             self._write({"type": "websocket.close", "code": code, "reason": reason})
 
     def _write(self, message: dict[str, Any]) -> None:
         try:
             self._writing = start_eagerly(self.ws.send(message))
-        except GONE as exc:
+        except PEER_GONE as exc:
             self._peer_gone(exc)
             return
         if self._writing is not None:
@@ -218,14 +267,13 @@ class Connection:
         self._after_write()
 
     def _after_write(self) -> None:
-        if self._close_sent:
-            self._done.set()
-        elif self._outbox or self._close is not None:
+        if self.state is State.CLOSE_SENT:
+            self._enter(State.CLOSED)
+        elif self._outbox or self.state is State.CLOSING:
             self._on_dirty(self)  # more to write: at the next flush
 
     def _peer_gone(self, exc: BaseException) -> None:
         # The reader sees the disconnect and cleans up; nothing more to write.
         log.debug("write to %s failed: %r", self.user, exc)
-        self._gone = True
+        self._enter(State.GONE)
         self._outbox.clear()
-        self._done.set()

@@ -1,13 +1,12 @@
-"""HTTP and WebSocket endpoints (PROTOCOL.md, "HTTP" and "Transport")."""
+"""HTTP and WebSocket endpoints (docs/protocol.md, "HTTP" and "Transport")."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -15,23 +14,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.websockets import WebSocket
 
-from gateway.admission import Refused
-from gateway.auth import AuthError, Identity, bearer_token, identify, identify_request
+from gateway.auth import Identity, bearer_token, identify, identify_request
 from gateway.connection import Connection
 from gateway.node import Node
 from shared import errors, events
-from shared.errors import ProtocolError
-from shared.metrics import render
+from shared.errors import ProtocolError, Refused
+from shared.responses import json_response, metrics_response
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-
-
-def json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    """A JSON response encoded with orjson."""
-    return Response(
-        orjson.dumps(data), status_code=status, headers=headers, media_type="application/json"
-    )
 
 
 ApiHandler = Callable[[Request, Identity | None], Awaitable[Response]]
@@ -53,10 +44,10 @@ def api(handler: ApiHandler) -> Callable[[Request], Awaitable[Response]]:
         token = bearer_token(authorization, request.query_params.get("token"))
         try:
             caller = identify_request(secret, token)
-        except AuthError as exc:
+        except Refused as exc:
             # RFC 6750: the error is named only when a token was presented.
             challenge = 'Bearer realm="chat"' + (', error="invalid_token"' if token else "")
-            response = json(
+            response = json_response(
                 events.error(errors.UNAUTHENTICATED, exc.reason),
                 401,
                 {"WWW-Authenticate": challenge},
@@ -81,10 +72,10 @@ async def rooms(request: Request, caller: Identity | None) -> Response:
     """Every known room with its online count and last seq (in token mode: those the token
     may join)."""
     node: Node = request.state.node
-    known = await node.broker.rooms()
+    known = await node.presence.rooms()
     if caller is not None:
         known = [r for r in known if caller.may_join(r["room"])]
-    return json(known)
+    return json_response(known)
 
 
 @api
@@ -93,10 +84,10 @@ async def room_messages(request: Request, caller: Identity | None) -> Response:
     node: Node = request.state.node
     room = request.path_params["room"]
     if not events.valid_room(room):
-        return json(events.error(errors.INVALID_ROOM, "invalid room name"), 400)
+        return json_response(events.error(errors.INVALID_ROOM, "invalid room name"), 400)
     if caller is not None and not caller.may_join(room):
         # The same rooms-claim check as a WebSocket `join` or `history`.
-        return json(
+        return json_response(
             events.error(errors.FORBIDDEN_ROOM, "the token does not allow this room", room=room),
             403,
         )
@@ -104,12 +95,12 @@ async def room_messages(request: Request, caller: Identity | None) -> Response:
         before = _int_param(request, "before", 1, None)
         limit = _int_param(request, "limit", 1, events.MAX_HISTORY_LIMIT)
     except ValueError as exc:
-        return json(events.error(errors.BAD_REQUEST, str(exc)), 400)
+        return json_response(events.error(errors.BAD_REQUEST, str(exc)), 400)
     try:
         messages, more = await node.history(room, before, limit or node.settings.history_limit)
     except errors.Unavailable as exc:
-        return json(events.error(errors.UNAVAILABLE, str(exc)), 503)
-    return json({"room": room, "messages": messages, "more": more})
+        return json_response(events.error(errors.UNAVAILABLE, str(exc)), 503)
+    return json_response({"room": room, "messages": messages, "more": more})
 
 
 def _int_param(request: Request, name: str, low: int, high: int | None) -> int | None:
@@ -122,33 +113,40 @@ def _int_param(request: Request, name: str, low: int, high: int | None) -> int |
 
 
 async def healthz(request: Request) -> Response:
-    """Alive while the process runs."""
-    return json({"status": "ok"})
+    """Alive unless a background task has been down for longer than it may be."""
+    node: Node = request.state.node
+    stuck = node.stuck()
+    if stuck:
+        return json_response({"status": "unhealthy", "reason": "; ".join(stuck)}, 503)
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
     """Ready when the broker (and the store, where this process writes) answer."""
     node: Node = request.state.node
     if node.draining:
-        return json({"status": "unavailable", "reason": "shutting down"}, 503)
-    if len(node.hub.connections) >= node.settings.max_connections:
-        return json({"status": "unavailable", "reason": "at capacity"}, 503)
+        return json_response({"status": "unavailable", "reason": "shutting down"}, 503)
+    if node.hub.connection_count >= node.settings.max_connections:
+        return json_response({"status": "unavailable", "reason": "at capacity"}, 503)
+    down = [task.status() for task in node.tasks() if not task.healthy]
+    if down:
+        return json_response({"status": "unavailable", "reason": "; ".join(down)}, 503)
     try:
         await asyncio.wait_for(node.broker.ping(), 2)
     except Exception as exc:
-        return json({"status": "unavailable", "reason": f"broker: {exc!r}"}, 503)
+        return json_response({"status": "unavailable", "reason": f"broker: {exc!r}"}, 503)
     if node.store is not None and node.writes_store:
         try:
             await asyncio.wait_for(asyncio.to_thread(node.store.ping), 5)
         except Exception as exc:
-            return json({"status": "unavailable", "reason": f"store: {exc!r}"}, 503)
-    return json({"status": "ok"})
+            return json_response({"status": "unavailable", "reason": f"store: {exc!r}"}, 503)
+    return json_response({"status": "ok"})
 
 
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     registry: CollectorRegistry = request.state.registry
-    return Response(render(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return metrics_response(registry)
 
 
 async def websocket(ws: WebSocket) -> None:
@@ -159,9 +157,9 @@ async def websocket(ws: WebSocket) -> None:
     await ws.accept()
     try:
         ip = node.admission.client_ip(ws.client.host if ws.client else None, ws.headers)
-        node.admission.check(ws.headers.get("origin"), ip, len(node.hub.connections))
+        node.admission.check(ws.headers.get("origin"), ip, node.hub.connection_count)
         identity = identify(settings.auth_secret, params.get("user"), params.get("token"))
-    except (AuthError, Refused) as exc:
+    except Refused as exc:
         node.metrics.refused.labels(str(exc.code)).inc()
         await ws.close(exc.code, exc.reason[:120])
         return
@@ -171,17 +169,14 @@ async def websocket(ws: WebSocket) -> None:
     conn = Connection(ws, identity, settings, node.metrics, node.hub, node.evict)
     node.attach(conn)
     try:
-        conn.push(
-            events.encode(
-                {
-                    "type": "hello",
-                    "user": identity.user,
-                    "gateway": settings.gateway_id,
-                    "auth": identity.auth,
-                    "limits": settings.limits(),
-                }
-            )
-        )
+        hello: events.Hello = {
+            "type": "hello",
+            "user": identity.user,
+            "gateway": settings.gateway_id,
+            "auth": identity.auth,
+            "limits": settings.limits(),
+        }
+        conn.push(events.encode(hello))
         for room in params.getlist("room"):
             try:
                 command = room_command(room)

@@ -53,7 +53,7 @@ class Hub:
         self, coalesce_s: float, metrics: GatewayMetrics, coalesce_max_s: float | None = None
     ) -> None:
         self.rooms: dict[str, dict[Connection, None]] = {}  # dict: ordered, O(1) removal
-        self.connections: set[Connection] = set()
+        self._connections: set[Connection] = set()
         self.stats = Stats()
         self._coalesce_s = coalesce_s
         self._coalesce_max_s = coalesce_max_s or coalesce_s
@@ -70,6 +70,27 @@ class Hub:
         if self._timer is not None:
             self._timer.cancel()
         self.flush()
+
+    # -- registration (as centrifuge's Hub.add / Hub.remove) ---------------------------------
+
+    def attach(self, conn: Connection) -> None:
+        """A new local connection."""
+        self._connections.add(conn)
+        self._metrics.connections.set(len(self._connections))
+
+    def detach(self, conn: Connection) -> None:
+        """A local connection is over (it has left its rooms)."""
+        self._connections.discard(conn)
+        self._metrics.connections.set(len(self._connections))
+
+    def connections(self) -> list[Connection]:
+        """Every local connection, now."""
+        return list(self._connections)
+
+    @property
+    def connection_count(self) -> int:
+        """How many local connections there are."""
+        return len(self._connections)
 
     def add(self, room: str, conn: Connection) -> bool:
         """Add a member; True if it is the room's first local member."""

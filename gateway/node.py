@@ -1,22 +1,30 @@
-"""The node: composes the hub, the broker and the store, and carries out client commands."""
+"""The node: composes the hub, the broker, presence and the store, and carries out client
+commands (one method per command, as centrifuge's ``handleSubscribe``, ``handleHistory``)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar, assert_never
 
 from gateway.admission import Admission
 from gateway.broker import Broker
 from gateway.connection import Connection
 from gateway.hub import Hub
 from gateway.limits import TokenBucket
+from gateway.presence import PresenceManager
+from gateway.supervisor import Supervised
 from shared import errors, events
 from shared.config import Settings
 from shared.errors import ProtocolError, Unavailable
+from shared.events import Message
 from shared.metrics import GatewayMetrics, asyncio_task_count
 from shared.store import Store
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,7 @@ class Node:
         self,
         settings: Settings,
         broker: Broker,
+        presence: PresenceManager,
         store: Store | None,
         metrics: GatewayMetrics,
         *,
@@ -36,6 +45,7 @@ class Node:
         self.settings = settings
         self.writes_store = writes_store  # readiness then includes the store
         self.broker = broker
+        self.presence = presence
         self.store = store
         self.metrics = metrics
         self.hub = Hub(settings.coalesce_ms / 1000, metrics, settings.coalesce_max_ms / 1000)
@@ -47,31 +57,41 @@ class Node:
         metrics.broker_up.set_function(lambda: 1.0 if broker.healthy() else 0.0)
         metrics.asyncio_tasks.set_function(asyncio_task_count)
 
+    def tasks(self) -> list[Supervised]:
+        """Every background task that must live: the broker's and presence's."""
+        return [*self.broker.tasks(), *self.presence.tasks()]
+
+    def stuck(self) -> list[str]:
+        """Tasks down for longer than ``CHAT_UNHEALTHY_AFTER_S`` (liveness fails on any)."""
+        limit = self.settings.unhealthy_after_s
+        return [task.status() for task in self.tasks() if task.down_for() > limit]
+
     async def start(self) -> None:
-        """Start the broker; its events reach the hub."""
+        """Start the broker (its events reach the hub) and presence."""
         await self.broker.start(self.hub.deliver)
+        await self.presence.start()
 
     async def drain(self, code: int = errors.GOING_AWAY) -> None:
         """Close every connection with ``code`` once its pending events are sent."""
         self.draining = True
-        conns = list(self.hub.connections)
+        conns = self.hub.connections()
         for conn in conns:
             conn.close(code, "gateway shutting down")
         await asyncio.gather(*(c.closed(self.settings.shutdown_grace_s) for c in conns))
 
     async def close(self) -> None:
-        """Stop the hub and the broker."""
+        """Stop the hub, presence and the broker."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.hub.stop()
+        await self.presence.close()
         await self.broker.close()
 
     # -- connection lifecycle -------------------------------------------------------------
 
     def attach(self, conn: Connection) -> None:
         """Register a new connection."""
-        self.hub.connections.add(conn)
-        self.metrics.connections.set(len(self.hub.connections))
+        self.hub.attach(conn)
         count, bucket = self._users.get(conn.user, (0, None))
         if bucket is None:
             bucket = TokenBucket(self.settings.user_rate_per_s, self.settings.user_rate_burst)
@@ -80,8 +100,7 @@ class Node:
     async def detach(self, conn: Connection) -> None:
         """Forget a closed connection: leave its rooms, stop its writer."""
         await self._leave_all(conn)
-        self.hub.connections.discard(conn)
-        self.metrics.connections.set(len(self.hub.connections))
+        self.hub.detach(conn)
         count, bucket = self._users.pop(conn.user, (1, None))
         if count > 1 and bucket is not None:
             self._users[conn.user] = (count - 1, bucket)
@@ -92,30 +111,19 @@ class Node:
     async def handle(self, conn: Connection, cmd: events.Command) -> None:
         """Carry out one command; refusals come back as ``error`` events."""
         try:
-            if isinstance(cmd, events.Send):
-                await self.send(conn, cmd)
-            elif isinstance(cmd, events.Join):
-                await self.join(conn, cmd.room, cmd.since)
-            elif isinstance(cmd, events.Leave):
-                if cmd.room not in conn.rooms:
-                    raise ProtocolError(errors.NOT_JOINED, "not in this room", room=cmd.room)
-                await self._leave(conn, cmd.room)
-                conn.push(events.encode({"type": "left", "room": cmd.room}))
-            elif isinstance(cmd, events.History):
-                if not conn.identity.may_join(cmd.room):
-                    raise ProtocolError(
-                        errors.FORBIDDEN_ROOM, "the token does not allow this room", room=cmd.room
-                    )
-                messages, more = await self.history(
-                    cmd.room, cmd.before, cmd.limit or self.settings.history_limit
-                )
-                conn.push(
-                    events.encode(
-                        {"type": "history", "room": cmd.room, "messages": messages, "more": more}
-                    )
-                )
-            else:
-                conn.push('{"type":"pong"}')
+            match cmd:
+                case events.Send():
+                    await self.send(conn, cmd)
+                case events.Join():
+                    await self.join(conn, cmd.room, cmd.since)
+                case events.Leave():
+                    await self.leave(conn, cmd.room)
+                case events.History():
+                    await self.send_history(conn, cmd)
+                case events.Ping():
+                    conn.push(events.PONG)
+                case _:
+                    assert_never(cmd)
         except ProtocolError as exc:
             conn.send_error(exc)
         except Unavailable as exc:
@@ -127,6 +135,31 @@ class Node:
                     room=getattr(cmd, "room", None),
                 )
             )
+
+    async def leave(self, conn: Connection, room: str) -> None:
+        """Leave a joined room."""
+        if room not in conn.rooms:
+            raise ProtocolError(errors.NOT_JOINED, "not in this room", room=room)
+        await self._leave(conn, room)
+        left: events.Left = {"type": "left", "room": room}
+        conn.push(events.encode(left))
+
+    async def send_history(self, conn: Connection, cmd: events.History) -> None:
+        """A page of older messages of a room the token allows (joined or not)."""
+        if not conn.identity.may_join(cmd.room):
+            raise ProtocolError(
+                errors.FORBIDDEN_ROOM, "the token does not allow this room", room=cmd.room
+            )
+        messages, more = await self.history(
+            cmd.room, cmd.before, cmd.limit or self.settings.history_limit
+        )
+        page: events.HistoryPage = {
+            "type": "history",
+            "room": cmd.room,
+            "messages": messages,
+            "more": more,
+        }
+        conn.push(events.encode(page))
 
     async def send(self, conn: Connection, cmd: events.Send) -> None:
         """Publish a message to a joined room, within the connection's rate."""
@@ -147,6 +180,9 @@ class Node:
                 room=cmd.room,
             )
         conn.strikes = 0
+        if not self.broker.healthy():
+            # Accepted now, the sender's echo could not come back: refuse, the client retries.
+            raise Unavailable("not receiving room events right now")
         published = await self.broker.publish(cmd.room, conn.user, cmd.text, cmd.cid)
         if published.duplicate:
             # A resend: the sender gets the original back; nothing new went to the room.
@@ -167,6 +203,7 @@ class Node:
                     errors.FORBIDDEN_ROOM, "the token does not allow this room", room=room
                 )
         conn.begin_join(room)
+        present = False  # this join counted the user as online in the room
         try:
             if not rejoin:
                 # Subscribed before reading the log: nothing published meanwhile is missed.
@@ -177,14 +214,17 @@ class Node:
                     await asyncio.shield(self._subscribing[room])
             messages, last_seq, recovered = await self._catch_up(room, since)
             if not rejoin:
-                await self.broker.presence_join(room, conn.user)
-            members = await self.broker.members(room)
+                await self.presence.join(room, conn.user)
+                present = True
+            members = await self.presence.members(room)
         except BaseException:
             conn.abort_join(room)
+            if present:
+                await self._undo_presence(room, conn.user)
             if not rejoin and self.hub.remove(room, conn):
                 await self.broker.unsubscribe(room)
             raise
-        joined = {
+        joined: events.Joined = {
             "type": "joined",
             "room": room,
             "seq": last_seq,
@@ -207,9 +247,14 @@ class Node:
         finally:
             del self._subscribing[room]
 
-    async def _catch_up(
-        self, room: str, since: int | None
-    ) -> tuple[list[dict[str, Any]], int, bool]:
+    async def _undo_presence(self, room: str, user: str) -> None:
+        # A join that failed after counting the user as online must not leave a ghost.
+        try:
+            await self.presence.leave(room, user)
+        except Unavailable as exc:
+            log.warning("presence undo for %s in %s failed: %s", user, room, exc)
+
+    async def _catch_up(self, room: str, since: int | None) -> tuple[list[Message], int, bool]:
         """Messages after ``since`` from the broker's log, older ones from the store."""
         limit = self.settings.history_limit
         head = await self.broker.recent(room, since, limit)
@@ -238,12 +283,12 @@ class Node:
 
     async def history(
         self, room: str, before: int | None, limit: int
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[Message], bool]:
         """Up to ``limit`` messages before ``before``, newest last: broker log, then store."""
         newest = await self.broker.older(room, before, limit)
         if len(newest) == limit:
             return newest, newest[0]["seq"] > 1
-        older: list[dict[str, Any]] = []
+        older: list[Message] = []
         more = False
         upper = newest[0]["seq"] if newest else before
         if self.store is not None and (upper is None or upper > 1):
@@ -274,17 +319,17 @@ class Node:
             except Unavailable as exc:
                 log.warning("unsubscribe from %s failed: %s", room, exc)
         try:
-            await self.broker.presence_leave(room, conn.user)
+            await self.presence.leave(room, conn.user)
         except Unavailable as exc:
             log.warning("presence leave for %s in %s failed: %s", conn.user, room, exc)
 
-    async def _store_call(self, fn: Any, *args: Any) -> Any:
+    async def _store_call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.to_thread(fn, *args, **kwargs)
         except Exception as exc:
             log.warning("store unavailable: %r", exc)
             raise Unavailable("the message store is unreachable") from exc
 
 
-def _gapless(messages: list[dict[str, Any]]) -> bool:
+def _gapless(messages: list[Message]) -> bool:
     return all(b["seq"] == a["seq"] + 1 for a, b in itertools.pairwise(messages))

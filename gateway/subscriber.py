@@ -91,8 +91,13 @@ class _Link:
 
     async def read(self) -> None:
         quiet_since = time.monotonic()
+        task = asyncio.current_task()
         while True:
             message = await self.pubsub.get_message(timeout=1.0)
+            if task is not None and task.cancelling():
+                # A cancel that landed as the read timed out is swallowed by redis-py's read
+                # timeout; honour it, or the task would never stop (and shutdown would hang).
+                raise asyncio.CancelledError
             now = time.monotonic()
             if message is None:
                 # A silent connection may be a dead one: ping it, and give up if nothing comes.
@@ -128,8 +133,14 @@ class _Link:
             await self.pubsub.unsubscribe(channel)
 
     async def close(self) -> None:
+        # A subscribe still waiting for its confirmation fails like a lost connection (a
+        # ConnectionError the broker answers as ``unavailable``), never as a cancellation: that
+        # would look like the joining client's own task being cancelled and drop its socket.
+        closed = ConnectionError("redis subscriber connection closed")
         for future in [*self._confirm.values(), self.ready]:
-            future.cancel()
+            if not future.done():
+                future.set_exception(closed)
+                future.exception()  # retrieved: nobody may be waiting
         with contextlib.suppress(Exception):
             await self.pubsub.aclose()  # type: ignore[no-untyped-call]
 

@@ -9,13 +9,13 @@ from persister.app import create_app
 from persister.source_redis import stream_source
 from persister.worker import Worker
 from shared import logs, redis_client
-from shared.config import Settings
+from shared.config import load_settings
 from shared.metrics import PersisterMetrics
 from shared.store import Store
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings()
     logs.configure(settings)
     registry = CollectorRegistry()
     metrics = PersisterMetrics(registry)

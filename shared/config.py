@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CHAT_"
 
 
 class Settings(BaseSettings):
     """Every knob of the gateway and the persister. Frozen: build it once, pass it in."""
 
-    model_config = SettingsConfigDict(env_prefix="CHAT_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     # Where to listen.
     host: str = "127.0.0.1"
@@ -25,8 +28,9 @@ class Settings(BaseSettings):
     broker: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     data_dir: Path = Path("data")
-    database_url: str = ""  # empty: SQLite file in data_dir
-    gateway_id: str = ""  # empty: derived from host name and pid
+    # Derived defaults (resolved by the validators below, so every consumer sees one value):
+    database_url: str = Field(default="", validate_default=True)  # empty: SQLite file in data_dir
+    gateway_id: str = Field(default="", validate_default=True)  # empty: host name and pid
     persist_mode: Literal["async", "sync"] = "async"
     auth_secret: str = ""  # empty: anonymous mode
     shards: int = Field(default=48, ge=1, le=4096)  # see docs/cluster.md, "Shards"
@@ -39,12 +43,13 @@ class Settings(BaseSettings):
     presence_ttl_s: float = Field(default=30.0, gt=0)  # a crashed gateway's users vanish after this
 
     # Persister.
-    persister_id: str = ""  # consumer name in the group; empty: derived from host name and pid
+    # The consumer name in the group; empty: derived from host name and pid.
+    persister_id: str = Field(default="", validate_default=True)
     claim_idle_ms: int = Field(default=30000, ge=100)  # claim a dead replica's entries after
     batch_size: int = Field(default=200, ge=1)
     flush_interval_ms: int = Field(default=1000, ge=1)
 
-    # Protocol limits (PROTOCOL.md).
+    # Protocol limits (docs/protocol.md).
     max_frame_bytes: int = Field(default=16 * 1024, ge=256)
     max_text_chars: int = Field(default=4000, ge=1)
     max_rooms: int = Field(default=100, ge=1)
@@ -76,23 +81,30 @@ class Settings(BaseSettings):
     coalesce_max_ms: float = Field(default=100.0, ge=0)
     ws_per_message_deflate: bool = False
     shutdown_grace_s: float = Field(default=5.0, ge=0)
+    # /healthz fails once a background task (Redis subscriber, presence) is down this long.
+    unhealthy_after_s: float = Field(default=60.0, gt=0)
     log_level: str = "info"
 
-    @model_validator(mode="after")
-    def _fill_derived(self) -> Settings:
-        if self.auth_secret and len(self.auth_secret.encode()) < 32:
-            # HS256 with a short key is guessable offline from any token a user holds.
-            raise ValueError("CHAT_AUTH_SECRET must be at least 32 bytes")
-        # Derived defaults are filled here so every consumer sees one resolved value.
-        if not self.database_url:
-            object.__setattr__(
-                self, "database_url", f"sqlite:///{(self.data_dir / 'chat.db').resolve()}"
-            )
-        if not self.gateway_id:
-            object.__setattr__(self, "gateway_id", f"{socket.gethostname()}-{os.getpid()}")
-        if not self.persister_id:
-            object.__setattr__(self, "persister_id", f"{socket.gethostname()}-{os.getpid()}")
-        return self
+    @field_validator("auth_secret")
+    @classmethod
+    def _long_enough(cls, secret: str) -> str:
+        # HS256 with a short key is guessable offline from any token a user holds.
+        if secret and len(secret.encode()) < 32:
+            raise ValueError("must be at least 32 bytes")
+        return secret
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_in_data_dir(cls, url: str, info: ValidationInfo) -> str:
+        data_dir = info.data.get("data_dir")
+        if url or data_dir is None:  # no data_dir: its own error is reported
+            return url
+        return f"sqlite:///{(data_dir / 'chat.db').resolve()}"
+
+    @field_validator("gateway_id", "persister_id")
+    @classmethod
+    def _host_and_pid(cls, name: str) -> str:
+        return name or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def allowed_origin_list(self) -> list[str]:
@@ -120,3 +132,34 @@ class Settings(BaseSettings):
             "max_backlog_events": self.max_backlog_events,
             "max_backlog_bytes": self.max_backlog_bytes,
         }
+
+
+def load_settings() -> Settings:
+    """The settings of an entry point, from its environment. When a ``CHAT_*`` variable is
+    invalid, print ``invalid setting CHAT_X: <rule>`` (one line per variable) on stderr and exit
+    with status 2: no traceback, and nothing starts.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for line in setting_errors(exc):
+            print(line, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def setting_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid variable (the rules one variable breaks share its line)."""
+    rules: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False):  # never echo a secret
+        name = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else "settings"
+        rules.setdefault(name, []).append(_rule(error["msg"]))
+    return [f"invalid setting {name}: {'; '.join(broken)}" for name, broken in rules.items()]
+
+
+def _rule(message: str) -> str:
+    """pydantic's message, worded as a rule: "Input should be X" becomes "must be X", and the
+    "Value error, " prefix of our own checks (which already say "must ...") goes."""
+    message = message.removeprefix("Value error, ")
+    if message.startswith("Input should be "):
+        return "must be " + message.removeprefix("Input should be ")
+    return message

@@ -1,4 +1,4 @@
-"""Protocol errors (become ``error`` events) and close codes (PROTOCOL.md)."""
+"""Error codes, close codes and the exceptions that carry them (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ class ProtocolError(Exception):
         self.detail = detail
         self.cid = cid
         self.room = room
+
+
+class Refused(Exception):
+    """A connection is refused before ``hello`` (origin, capacity, address rate, identity):
+    ``code`` is the WebSocket close code, ``reason`` the close reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 class Unavailable(Exception):

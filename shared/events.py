@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -61,8 +61,12 @@ def now_ms() -> int:
 
 
 def valid_room(room: object) -> bool:
-    """True for a well-formed room name."""
-    return isinstance(room, str) and ROOM_RE.match(room) is not None
+    """True for a well-formed room name: all of it matches ``ROOM_RE`` (``fullmatch``: with
+    ``match`` the ``$`` also accepts a trailing newline, ``"lobby\\n"``).
+
+    ``:`` is allowed (the Redis keys are read by shape, shared/keys.py); ``#`` is not, and
+    must never be: it ends the room in a ``presence_user`` key (docs/security.md)."""
+    return isinstance(room, str) and ROOM_RE.fullmatch(room) is not None
 
 
 def valid_user(name: object) -> bool:
@@ -149,16 +153,95 @@ def parse_command(frame: str | bytes, max_text_chars: int) -> Command:
 # -- server events -----------------------------------------------------------------------------
 
 
-def encode(event: dict[str, Any]) -> str:
+class Message(TypedDict):
+    """A chat message: what rooms carry, logs keep and the store holds."""
+
+    type: Literal["message"]
+    room: str
+    seq: int
+    user: str
+    text: str
+    ts: int  # server time, ms since the epoch
+    cid: NotRequired[str]  # the sender's idempotency key
+
+
+class ErrorEvent(TypedDict):
+    """A refused command (docs/protocol.md, "Errors")."""
+
+    type: Literal["error"]
+    code: str
+    detail: str
+    cid: NotRequired[str]
+    room: NotRequired[str]
+
+
+class PresenceEvent(TypedDict):
+    """Users who came online in a room, or left it."""
+
+    type: Literal["presence"]
+    room: str
+    joined: list[str]
+    left: list[str]
+
+
+class Joined(TypedDict):
+    """The answer to ``join``: the room's head, members and the messages to catch up on."""
+
+    type: Literal["joined"]
+    room: str
+    seq: int
+    members: list[str]
+    messages: list[Message]
+    recovered: bool
+
+
+class Left(TypedDict):
+    """The answer to ``leave``."""
+
+    type: Literal["left"]
+    room: str
+
+
+class HistoryPage(TypedDict):
+    """The answer to ``history``: older messages, oldest first."""
+
+    type: Literal["history"]
+    room: str
+    messages: list[Message]
+    more: bool
+
+
+class Membership(TypedDict):
+    """A persist-stream entry: a user's presence in a room began (join) or ended (leave)."""
+
+    type: Literal["join", "leave"]
+    room: str
+    user: str
+    ts: int
+
+
+class Hello(TypedDict):
+    """The first event on a connection: who the client is and its limits."""
+
+    type: Literal["hello"]
+    user: str
+    gateway: str
+    auth: str  # "anonymous" | "token"
+    limits: dict[str, float | int]
+
+
+ServerEvent = Hello | Message | ErrorEvent | PresenceEvent | Joined | Left | HistoryPage
+PONG = '{"type":"pong"}'  # the answer to ``ping``, encoded once
+
+
+def encode(event: ServerEvent | Membership) -> str:
     """Encode one server event as JSON text."""
     return orjson.dumps(event).decode()
 
 
-def message(
-    room: str, seq: int, user: str, text: str, ts: int, cid: str | None = None
-) -> dict[str, Any]:
+def message(room: str, seq: int, user: str, text: str, ts: int, cid: str | None = None) -> Message:
     """A ``message`` event."""
-    event: dict[str, Any] = {
+    event: Message = {
         "type": "message",
         "room": room,
         "seq": seq,
@@ -171,11 +254,9 @@ def message(
     return event
 
 
-def error(
-    code: str, detail: str, *, cid: str | None = None, room: str | None = None
-) -> dict[str, Any]:
+def error(code: str, detail: str, *, cid: str | None = None, room: str | None = None) -> ErrorEvent:
     """An ``error`` event."""
-    event: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+    event: ErrorEvent = {"type": "error", "code": code, "detail": detail}
     if cid is not None:
         event["cid"] = cid
     if room is not None:
@@ -183,6 +264,6 @@ def error(
     return event
 
 
-def presence(room: str, joined: list[str], left: list[str]) -> dict[str, Any]:
+def presence(room: str, joined: list[str], left: list[str]) -> PresenceEvent:
     """A ``presence`` event."""
     return {"type": "presence", "room": room, "joined": joined, "left": left}

@@ -1,4 +1,4 @@
-"""Every Redis key and channel name, in one place (ARCHITECTURE.md, "Redis keys").
+"""Every Redis key and channel name, in one place (docs/architecture.md).
 
 A room maps to one of N logical shards; each key of a room carries the shard's hash tag, so one
 script touches one Redis Cluster slot. Shard k's tag is chosen so that its slot lies in the middle
@@ -10,9 +10,12 @@ shards per primary when P divides N (docs/cluster.md, "Shards").
 from __future__ import annotations
 
 import functools
+import re
 import zlib
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from shared import events
 
 PREFIX = "chat"
 PERSIST_GROUP = "persister"
@@ -47,6 +50,12 @@ def seq(room: str, shards: int) -> str:
     return f"{_tag(room, shards)}:seq:{room}"
 
 
+def verified(room: str, shards: int) -> str:
+    """String key: the run id of the Redis process that last verified the room's seq (a Redis
+    that restarted may have come back with an older seq: ``gateway/seqs.py``)."""
+    return f"{_tag(room, shards)}:verified:{room}"
+
+
 def log(room: str, shards: int) -> str:
     """Stream key of the room's capped recent log."""
     return f"{_tag(room, shards)}:log:{room}"
@@ -72,26 +81,68 @@ def room_persist(room: str, shards: int) -> str:
     return persist(shard_of(room, shards), shards)
 
 
+def field(text: str) -> str:
+    """``<n>:<text>``, n the UTF-8 byte length of ``text`` in decimal: a self-delimiting field,
+    so fields written one after another are read back one way only, whatever they contain."""
+    return f"{len(text.encode('utf-8', 'surrogatepass'))}:{text}"
+
+
+def fields(encoded: str) -> list[str] | None:
+    """The texts of ``encoded``, which is zero or more :func:`field` results one after another
+    (None if it is not: a bad length, or fewer bytes than a length says)."""
+    data, texts = encoded.encode("utf-8", "surrogatepass"), []
+    while data:
+        size, colon, data = data.partition(b":")
+        if not colon or not size.isdigit() or size != b"%d" % int(size) or len(data) < int(size):
+            return None
+        try:
+            texts.append(data[: int(size)].decode("utf-8", "surrogatepass"))
+        except UnicodeDecodeError:  # the length cuts a character in two
+            return None
+        data = data[int(size) :]
+    return texts
+
+
 def cid(room: str, user: str, client_id: str, shards: int) -> str:
-    """String key remembering a sent ``cid`` (the original event) for the idempotency window."""
-    return f"{_tag(room, shards)}:cid:{room}#{user}#{client_id}"
+    """String key remembering a sent ``cid`` (the original event) for the idempotency window:
+    ``<tag>:cid:<field(room)><field(user)><field(client_id)>``.
+
+    User names and cids may hold any character (``#``, ``:``, digits...), so each part is
+    length-prefixed (:func:`field`): distinct (room, user, cid) never share a key (issue 13).
+    """
+    return f"{_tag(room, shards)}:cid:{field(room)}{field(user)}{field(client_id)}"
 
 
 def presence_user(room: str, user: str, shards: int) -> str:
-    """Sorted set of the gateways (score: expiry ms) where ``user`` is in ``room``.
+    """Sorted set of the gateways (score: expiry ms) where ``user`` is in ``room``:
+    ``presence(room) + "#" + user``.
 
-    ``#`` cannot occur in a room name, so no room's keys collide with another's.
+    Unambiguous without a length prefix: a room name cannot contain ``#`` (events.ROOM_RE), so
+    the first ``#`` after the kind segment ends the room and the user is all the rest. The
+    shape is relied on by the SWEEP script (it builds this key as ``presence(room) .. "#" ..
+    user`` in Lua, from a prefix the gateway passes) and by :func:`kind`: keep it.
     """
     return f"{presence(room, shards)}#{user}"
 
 
+# ``chat:{<shard tag>}:<kind>[:<rest>]``: a tag is ``s<k>`` or ``s<k>.<n>``, a kind a word.
+_KEY_RE = re.compile(rf"{PREFIX}:\{{s[0-9]+(?:\.[0-9]+)?\}}:([a-z]+)(?::(.*))?", re.DOTALL)
+
+
 def room_in(key: str) -> str | None:
-    """The room named by a ``seq`` or ``presence`` key (None for other keys), for SCAN."""
-    for kind in (":seq:", ":presence:"):
-        _, found, room = key.partition(kind)
-        if found and "#" not in room:
-            return room
-    return None
+    """The room named by a ``seq`` or ``presence`` key (None for any other key), for SCAN.
+
+    The key is read by its shape, never searched for ``:seq:``: the kind is the segment right
+    after the hash tag and the room is everything after it, which must then be a valid room
+    name. So a room named ``a:seq:b``, a user or cid spelling ``:seq:``, or a key of another
+    kind (``log``, ``cid``, ``lock``, a ``presence_user`` zset: ``#`` is never in a room name)
+    never yields a phantom room.
+    """
+    match = _KEY_RE.fullmatch(key)
+    if match is None or match[1] not in ("seq", "presence") or match[2] is None:
+        return None
+    room = match[2]
+    return room if events.valid_room(room) else None
 
 
 # SCAN patterns that find every room: those with messages, and those with someone online.
@@ -101,3 +152,47 @@ ROOM_PATTERNS = (f"{PREFIX}:*:seq:*", f"{PREFIX}:*:presence:*")
 def lock(room: str, shards: int) -> str:
     """The room's publish lock in synchronous persist mode."""
     return f"{_tag(room, shards)}:lock:{room}"
+
+
+def kind(key: str) -> str:
+    """Which builder of this module made ``key``: ``"seq"``, ``"verified"``, ``"log"``,
+    ``"room"`` (a channel), ``"presence"``, ``"presence_user"``, ``"persist"``, ``"cid"`` or
+    ``"lock"``; ``"other"`` for a key none of them makes (reports count Redis keys by it).
+
+    Only the segment right after the hash tag is read: what follows it is each builder's own
+    encoding. The segments are taken from keys the builders make for a sample room, so the
+    builders stay the one source of truth.
+    """
+
+    def shape(name: str) -> tuple[str, str | None] | None:
+        """(the segment after the hash tag, what follows it or None) of ``chat:{tag}:...``."""
+        head, brace, rest = name.partition(":{")
+        tag, closed, rest = rest.partition("}:")
+        if head != PREFIX or not brace or not tag or not closed:
+            return None
+        segment, colon, tail = rest.partition(":")
+        return segment, tail if colon else None
+
+    def segment(name: str) -> tuple[str, bool] | None:
+        # Room keys go on after their segment; a shard's persist stream ends with it.
+        found = shape(name)
+        return None if found is None else (found[0], found[1] is not None)
+
+    room, user = "r", "u"
+    made = {
+        segment(seq(room, 1)): "seq",
+        segment(verified(room, 1)): "verified",
+        segment(log(room, 1)): "log",
+        segment(channel(room, 1)): "room",
+        segment(presence(room, 1)): "presence",
+        segment(persist(0, 1)): "persist",
+        segment(cid(room, user, "c", 1)): "cid",
+        segment(lock(room, 1)): "lock",
+    }
+    found = made.get(segment(key), "other")
+    # A presence_user key is its room's presence key with "#<user>" appended, and "#" cannot
+    # occur in a room name (presence_user).
+    tail = (shape(key) or ("", None))[1]
+    if found == "presence" and tail is not None and "#" in tail:
+        return "presence_user"
+    return found

@@ -8,16 +8,35 @@ persister run unchanged against either: only this factory and the few places tha
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
+
+from shared.errors import Unavailable
 
 CLUSTER_SCHEME = "redis+cluster://"
 
 AnyRedis = Redis | RedisCluster
+
+# What a command raises when Redis cannot serve it right now. ``RedisClusterException`` (e.g.
+# ``SlotNotCoveredError`` while no node answers) is not a ``RedisError``, but means the same.
+REDIS_DOWN = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+
+
+@contextlib.contextmanager
+def unavailable(what: str = "redis") -> Iterator[None]:
+    """Turn Redis being unreachable inside the block into :class:`Unavailable` (clients retry)."""
+    try:
+        yield
+    except REDIS_DOWN as exc:
+        raise Unavailable(f"{what}: {exc}") from exc
 
 
 def is_cluster(url: str) -> bool:

@@ -5,19 +5,79 @@ Loaded once and called by SHA (redis-py ``Script`` reloads them after a Redis re
 
 from __future__ import annotations
 
-# KEYS: 1 seq, 2 log, 3 persist stream, 4 cid key
+from enum import IntEnum, StrEnum
+
+
+class FanOut(StrEnum):
+    """How a script fans an event out (an ARGV flag; a string, as Redis passes it to Lua)."""
+
+    PUBLISH = "0"  # PUBLISH: one Redis
+    SPUBLISH = "1"  # SPUBLISH: sharded pub/sub on a Redis Cluster
+    NONE = "2"  # store only: the caller publishes once a replica has the write
+
+
+class PublishReply(IntEnum):
+    """The first element of :data:`PUBLISH`'s reply."""
+
+    NEW = 0  # {0, event}
+    KNOWN_CID = 1  # {1, event}: a resend; the original event
+    UNVERIFIED = 2  # {2}: the room's seq is missing or unverified since Redis started: VERIFY it
+
+
+class ReserveReply(IntEnum):
+    """The first element of :data:`RESERVE`'s reply."""
+
+    RESERVED = 0  # {0, seq, ts}: the lock is ours
+    KNOWN_CID = 1  # {1, event}
+    UNVERIFIED = 2  # {2}: as PublishReply.UNVERIFIED
+    LOCKED = 3  # {3}: another publisher holds the room's lock
+
+
+# The run id of the Redis process running the script: it changes with every restart (and on a
+# promoted replica). A room's seq counts only when it was verified under the current run id
+# (KEYS "verified"): a Redis restarted from an older snapshot or an old AOF tail, or empty, may
+# hold a seq lower than seqs already delivered and stored, which would be issued again.
+BOOT = "local boot = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')\n"
+
+# Verify a room's seq under this Redis process: raise it to ARGV[1] (the highest seq the caller
+# knows was stored or delivered) and mark it verified. KEYS: 1 seq, 2 verified. Returns the seq.
+VERIFY = (
+    BOOT
+    + """
+local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], seq)
+redis.call('SET', KEYS[2], boot)
+return seq
+"""
+)
+
+# After a reconnect: raise a room's seq to at least ARGV[1], the last seq this gateway delivered
+# (so another gateway's verification cannot issue it again). KEYS: 1 seq. Returns the seq.
+RAISE = """
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if floor > seq then
+  redis.call('SET', KEYS[1], floor)
+  return floor
+end
+return seq
+"""
+
+# KEYS: 1 seq, 2 log, 3 persist stream, 4 cid key, 5 verified
 # ARGV: 1 event body without its closing brace (orjson-encoded by the gateway),
 #       2 channel, 3 log size, 4 cid window (s) or "" when no cid,
-#       5 "0" PUBLISH, "1" SPUBLISH (Redis Cluster), "2" no fan-out (the caller publishes once a
-#       replica has the write)
-# Returns {0, event} for a new message, {1, event} for a known cid, {2} when the room's seq key
-# is missing (the caller seeds it from the database, then calls again).
-PUBLISH = """
+#       5 FanOut: "0" PUBLISH, "1" SPUBLISH (Redis Cluster), "2" no fan-out (the caller
+#       publishes once a replica has the write)
+# Returns (PublishReply) {0, event} for a new message, {1, event} for a known cid, {2} when the
+# room's seq is missing or unverified (the caller runs VERIFY, then calls again).
+PUBLISH = (
+    BOOT
+    + """
 if ARGV[4] ~= '' then
   local known = redis.call('GET', KEYS[4])
   if known then return {1, known} end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
+if redis.call('GET', KEYS[5]) ~= boot or redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
 local seq = redis.call('INCR', KEYS[1])
 local now = redis.call('TIME')
 local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
@@ -32,10 +92,11 @@ elseif ARGV[5] == '0' then
 end
 return {0, event}
 """
+)
 
 # Presence: KEYS 1 = room hash (user -> expiry ms), 2 = the user's gateways (zset, score expiry),
 #           3 = persist stream.
-# ARGV: 1 user, 2 gateway id, 3 expiry ms, 4 channel, 5 "join"|"leave", 6 sharded ("1"/"0"),
+# ARGV: 1 user, 2 gateway id, 3 expiry ms, 4 channel, 5 "join"|"leave", 6 FanOut ("1"/"0"),
 #       7 room name
 # Publishes a presence event and queues a membership entry only when the user's presence in the
 # room really changes (first gateway in, last gateway out). Returns 1 if it changed.
@@ -71,7 +132,7 @@ return 1
 """
 
 # Expire the presence of users whose gateways all stopped refreshing (a crashed gateway).
-# KEYS: 1 room hash, 2 persist stream; ARGV: 1 channel, 2 sharded, 3 room name,
+# KEYS: 1 room hash, 2 persist stream; ARGV: 1 channel, 2 FanOut ("1"/"0"), 3 room name,
 #       4 zset key prefix (the user's zset key is prefix .. user)
 # Returns the number of users expired.
 SWEEP = """
@@ -108,24 +169,27 @@ return #gone
 """
 
 # Synchronous persist mode, step 1: take the room's lock and the next seq.
-# KEYS: 1 seq, 2 cid key, 3 room lock; ARGV: 1 cid or "", 2 lock token, 3 lock ttl ms
-# Returns {1, event} for a known cid, {2} when the seq key is missing, {3} when the room is
-# locked by another publisher, else {0, seq, ts}.
-RESERVE = """
+# KEYS: 1 seq, 2 cid key, 3 room lock, 4 verified; ARGV: 1 cid or "", 2 lock token, 3 lock ttl ms
+# Returns (ReserveReply) {1, event} for a known cid, {2} when the seq is missing or unverified,
+# {3} when the room is locked by another publisher, else {0, seq, ts}.
+RESERVE = (
+    BOOT
+    + """
 if ARGV[1] ~= '' then
   local known = redis.call('GET', KEYS[2])
   if known then return {1, known} end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
+if redis.call('GET', KEYS[4]) ~= boot or redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
 if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {3} end
 local now = redis.call('TIME')
 local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
 return {0, redis.call('INCR', KEYS[1]), ms}
 """
+)
 
 # Step 2 (after the database insert): publish, or give the seq back when the insert failed.
 # KEYS: 1 seq, 2 log, 3 cid key, 4 room lock
-# ARGV: 1 event, 2 seq, 3 channel, 4 log size, 5 cid window or "", 6 token, 7 sharded,
+# ARGV: 1 event, 2 seq, 3 channel, 4 log size, 5 cid window or "", 6 token, 7 FanOut ("1"/"0"),
 #       8 "publish" | "abort"
 # Returns 1, or 0 when the lock was lost (it expired: the insert took longer than its ttl).
 COMMIT = """

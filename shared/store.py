@@ -166,7 +166,7 @@ class Store:
 
     def history(
         self, room: str, before: int | None, limit: int
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[events.Message], bool]:
         """Up to ``limit`` messages older than ``before`` (newest last), and whether more exist."""
         query = select(message.c.seq, message.c.sender_id, message.c.content, message.c.created_at)
         query = query.where(message.c.room_id == room)
@@ -178,7 +178,7 @@ class Store:
         more = len(rows) > limit
         return [_message(room, row) for row in reversed(rows[:limit])], more
 
-    def after(self, room: str, since: int, limit: int) -> list[dict[str, Any]]:
+    def after(self, room: str, since: int, limit: int) -> list[events.Message]:
         """Up to ``limit`` messages with ``seq > since``, oldest first."""
         query = (
             select(message.c.seq, message.c.sender_id, message.c.content, message.c.created_at)
@@ -212,7 +212,7 @@ class Store:
             return int(conn.execute(query).scalar_one())
 
 
-def _message(room: str, row: Any) -> dict[str, Any]:
+def _message(room: str, row: Any) -> events.Message:
     return events.message(room, int(row.seq), row.sender_id, row.content, to_ms(row.created_at))
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+from shared.config import load_settings
 from stack.processes import ROOT
 from stack.topology import Stack, StackConfig
 
@@ -53,6 +54,9 @@ def tail(stack: Stack, stop: threading.Event) -> None:
 
 def main(argv: list[str]) -> None:
     config = parse(argv)
+    # Every chat process inherits this environment: an invalid CHAT_* stops us before anything
+    # starts, with the same one-line errors as theirs.
+    load_settings()
     config.workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(config)
     print(f"starting: {config}", flush=True)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import redis
 
-from stack.processes import Redis, binary, wait_until
+from stack.processes import RedisServer, binary, wait_until
 
 SLOTS = 16384
 BUS_OFFSET = 10000  # Redis Cluster's bus port is the client port + 10000
@@ -88,7 +88,7 @@ def parse_nodes(text: str) -> list[NodeInfo]:
 
 
 @dataclass
-class ClusterNode(Redis):
+class ClusterNode(RedisServer):
     """One redis-server in cluster mode; its ``dir`` holds its AOF and ``nodes.conf``."""
 
     name = "redis-cluster"
@@ -116,7 +116,7 @@ class ClusterNode(Redis):
 
 
 @dataclass
-class RedisCluster:
+class LocalRedisCluster:
     """``size`` nodes, ``replicas`` replicas per primary (default: 3 primaries, 3 replicas)."""
 
     dir: Path
@@ -138,7 +138,7 @@ class RedisCluster:
     def node(self, port: int) -> ClusterNode:
         return next(node for node in self.nodes if node.port == port)
 
-    def start(self) -> RedisCluster:
+    def start(self) -> LocalRedisCluster:
         """Start an empty cluster: ports are new each time, so an earlier run's node directories
         (``nodes.conf`` names the old ports) cannot be reused; rooms continue from the database."""
         shutil.rmtree(self.dir, ignore_errors=True)

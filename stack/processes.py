@@ -177,7 +177,7 @@ class ChatProcess(WebProcess):
 
 
 @dataclass
-class Redis(Process):
+class RedisServer(Process):
     """A private redis-server (AOF on: a restart keeps every acknowledged message)."""
 
     name = "redis"

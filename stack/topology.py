@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from stack.cluster import RedisCluster
-from stack.processes import ChatProcess, MariaDB, Nginx, Redis, wait_until
+from stack.cluster import LocalRedisCluster
+from stack.processes import ChatProcess, MariaDB, Nginx, RedisServer, wait_until
 
 
 @dataclass
@@ -32,10 +32,10 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         work = config.workdir
-        self.redis: Redis | RedisCluster = (
-            RedisCluster(work / "redis-cluster")
+        self.redis: RedisServer | LocalRedisCluster = (
+            LocalRedisCluster(work / "redis-cluster")
             if config.redis == "cluster"
-            else Redis(work / "redis")
+            else RedisServer(work / "redis")
         )
         self.mariadb = MariaDB(work / "mariadb")
         self.persisters: list[ChatProcess] = []
@@ -123,9 +123,9 @@ class Stack:
                     f"{gateway.name} ready",
                 )
 
-    def redis_servers(self) -> list[Redis]:
+    def redis_servers(self) -> list[RedisServer]:
         """The redis-server processes: one, or every node of the cluster."""
-        return list(self.redis.nodes) if isinstance(self.redis, RedisCluster) else [self.redis]
+        return list(self.redis.nodes) if isinstance(self.redis, LocalRedisCluster) else [self.redis]
 
     def processes(self) -> list[Any]:
         parts: list[Any] = [*self.redis_servers(), self.mariadb, *self.persisters, *self.gateways]

@@ -15,14 +15,23 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from stack.cluster import RedisCluster
-from stack.processes import ROOT, ChatProcess, MariaDB, Redis, free_port, http_get, wait_until
+from stack.cluster import LocalRedisCluster
+from stack.processes import (
+    ROOT,
+    ChatProcess,
+    MariaDB,
+    RedisServer,
+    free_port,
+    http_get,
+    wait_until,
+)
 
 # Re-exported for the tests: one place to import fixtures' helpers from.
 __all__ = [
     "ROOT",
     "Client",
     "MariaDB",
+    "RedisServer",
     "free_port",
     "http_get",
     "join",
@@ -45,21 +54,20 @@ def anyio_backend() -> str:
 
 # The test suite runs the same process classes as `make stack`.
 ChatServer = ChatProcess
-RedisServer = Redis
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A private Redis for one test."""
-    server = Redis(tmp_path / "redis").start()
+    server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+def cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
     """A fresh local Redis Cluster (3 primaries, 3 replicas) for one test, stopped at teardown."""
-    local = RedisCluster(tmp_path / "cluster").start()
+    local = LocalRedisCluster(tmp_path / "cluster").start()
     try:
         yield local
     finally:

@@ -10,7 +10,8 @@ from redis.crc import key_slot
 
 from shared import keys
 from shared.config import Settings
-from stack.cluster import RedisCluster
+from stack.cluster import LocalRedisCluster
+from stack.processes import http_get
 from tests.conftest import Client, join, send_acked, wait_until
 from tests.e2e.conftest import one_client_per_gateway
 
@@ -78,7 +79,7 @@ async def test_cluster_primary_failover_through_nginx_stores_every_acknowledged_
 ) -> None:
     stack = start_stack(redis="cluster")
     cluster = stack.redis
-    assert isinstance(cluster, RedisCluster)
+    assert isinstance(cluster, LocalRedisCluster)
     victim = cluster.primaries()[0]
     replica = cluster.replica_of(victim)
     owned = next(n.slots for n in cluster.topology() if n.port == victim)
@@ -123,3 +124,63 @@ async def test_cluster_primary_failover_through_nginx_stores_every_acknowledged_
 
     await asyncio.to_thread(wait_until, lambda: len(stored()) >= total, 30, "rows")
     assert [tuple(r) for r in stored()] == [(m["seq"], m["text"]) for m in acked]
+
+
+def readiness(gateway: Any) -> tuple[int, str]:
+    status, body = http_get(gateway.url + "/readyz", timeout=5)
+    return status, body.decode()
+
+
+async def test_whole_cluster_killed_and_restarted_under_traffic_no_gateway_stays_deaf(
+    start_stack: Any,
+) -> None:
+    """Every node SIGKILLed, then restarted while a client keeps sending: each gateway's
+    subscriber survives the cluster client's own exceptions (not ``RedisError``s), says why it is
+    not ready meanwhile, resumes, and replays by seq; every acknowledged message reaches every
+    gateway's reader in order and is stored once."""
+    stack = start_stack(redis="cluster", gateways=2)
+    cluster = stack.redis
+    assert isinstance(cluster, LocalRedisCluster)
+    room = "blackout"
+    writer, *readers = await one_client_per_gateway(stack, room)
+    acked = [await send_acked(writer, room, f"before {n}", cid=f"b{n}") for n in range(10)]
+
+    ports = [node.port for node in cluster.nodes]
+    for port in ports:
+        await asyncio.to_thread(cluster.kill, port)
+    for gateway in stack.gateways:
+        await asyncio.to_thread(
+            wait_until,
+            lambda g=gateway: readiness(g)[0] == 503 and "redis-subscriber" in readiness(g)[1],
+            30,
+            "readiness to say the subscriber is down",
+        )
+    await writer.send(type="send", room=room, text="refused", cid="refused")
+    error = await writer.expect("error", cid="refused", timeout=30)
+    assert error["code"] == "unavailable"
+
+    async def write(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            acked.append(await send_acked(writer, room, f"after {n}", cid=f"a{n}"))
+
+    writing = asyncio.create_task(write(0, 10))  # retries with the same cid until accepted
+    for port in ports:
+        await asyncio.to_thread(cluster.restart, port)
+    await asyncio.wait_for(writing, 90)
+    await write(10, 10)
+
+    assert [m["seq"] for m in acked] == list(range(1, len(acked) + 1))
+    expected = [(m["seq"], m["text"]) for m in acked]
+    for reader in readers:  # on the other gateway(s), through nginx
+        seen = await reader.messages(room, len(acked), timeout=30)
+        assert [(m["seq"], m["text"]) for m in seen] == expected
+    for gateway in stack.gateways:
+        assert readiness(gateway)[0] == 200
+
+    def stored() -> list[tuple[Any, ...]]:
+        return stack.mariadb.query(
+            "chat", "SELECT seq, content FROM message WHERE room_id=%s ORDER BY seq", room
+        )
+
+    await asyncio.to_thread(wait_until, lambda: len(stored()) >= len(acked), 30, "rows")
+    assert [tuple(r) for r in stored()] == expected

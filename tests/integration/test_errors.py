@@ -1,4 +1,4 @@
-"""Every refusal of PROTOCOL.md: ``error`` events that keep the connection, and close codes."""
+"""Every refusal of docs/protocol.md: ``error`` events that keep the connection, and close codes."""
 
 from __future__ import annotations
 

@@ -17,35 +17,6 @@ from tests.conftest import ChatServer, MariaDB, RedisServer, http_get, join, wai
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def stack(start_server: Any, redis_server: RedisServer, mysql_url: str) -> Any:
-    """``stack.gateway(**env)``, ``stack.persister(**env)``: processes on one Redis + MariaDB."""
-
-    class Stack:
-        url = mysql_url
-        database = mysql_url.rsplit("/", 1)[1].split("?")[0]
-
-        def gateway(self, **env: Any) -> ChatServer:
-            return start_server(module="gateway", **self._env(env))
-
-        def persister(self, **env: Any) -> ChatServer:
-            return start_server(module="persister", **self._env(env))
-
-        def _env(self, env: dict[str, Any]) -> dict[str, Any]:
-            return {
-                "chat_broker": "redis",
-                "chat_redis_url": redis_server.url,
-                "chat_database_url": mysql_url,
-                "chat_rate_burst": 100000,
-                "chat_user_rate_burst": 100000,
-                "chat_user_rate_per_s": 100000,
-                "chat_rate_per_s": 100000,
-                **env,
-            }
-
-    return Stack()
-
-
 def rows(mariadb: MariaDB, database: str, room: str | None = None) -> list[tuple[Any, ...]]:
     sql = "SELECT room_id, seq, sender_id, content FROM message"
     if room is not None:

@@ -27,7 +27,7 @@ from persister.worker import Worker
 from shared import keys, redis_client
 from shared.metrics import PersisterMetrics
 from shared.store import Store
-from stack.cluster import RedisCluster as LocalCluster
+from stack.cluster import LocalRedisCluster
 from tests.conftest import ChatServer, MariaDB, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +38,7 @@ FAILOVER_BOUND = 15.0  # s: node timeout 2 s + failure agreement + election (mea
 
 
 @pytest.fixture
-async def client(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
+async def client(cluster: LocalRedisCluster) -> AsyncIterator[RedisCluster]:
     """The test's own cluster client (the fabricated producer and the checks)."""
     rc = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in cluster.startup_nodes],
@@ -153,7 +153,9 @@ async def drained(client: RedisCluster) -> bool:
     return sum(lengths) == 0 and all(p["pending"] == 0 for p in pending)
 
 
-def persister(start_server: Any, cluster: LocalCluster, mysql_url: str, **env: Any) -> ChatServer:
+def persister(
+    start_server: Any, cluster: LocalRedisCluster, mysql_url: str, **env: Any
+) -> ChatServer:
     """``python -m persister`` on the cluster, by configuration only."""
     return start_server(
         module="persister",
@@ -165,7 +167,7 @@ def persister(start_server: Any, cluster: LocalCluster, mysql_url: str, **env: A
 
 
 async def test_persister_stores_every_shard_of_a_cluster_exactly_once(
-    cluster: LocalCluster,
+    cluster: LocalRedisCluster,
     client: RedisCluster,
     mariadb: MariaDB,
     mysql_url: str,
@@ -184,7 +186,7 @@ async def test_persister_stores_every_shard_of_a_cluster_exactly_once(
 
 
 async def test_cluster_source_stop_writes_what_it_read_and_leaves_no_task(
-    cluster: LocalCluster, client: RedisCluster, mariadb: MariaDB, mysql_url: str
+    cluster: LocalRedisCluster, client: RedisCluster, mariadb: MariaDB, mysql_url: str
 ) -> None:
     database = mysql_url.rsplit("/", 1)[1].split("?")[0]
     rooms = one_room_per_shard()
@@ -236,7 +238,7 @@ async def test_cluster_source_stop_writes_what_it_read_and_leaves_no_task(
 
 
 async def test_persister_keeps_draining_through_a_primary_failover(
-    cluster: LocalCluster,
+    cluster: LocalRedisCluster,
     client: RedisCluster,
     mariadb: MariaDB,
     mysql_url: str,

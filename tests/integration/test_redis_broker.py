@@ -203,7 +203,8 @@ async def test_late_fan_out_of_a_new_rooms_first_messages_is_replayed_in_order(
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         publish = client.register_script(scripts.PUBLISH)
-        client.set(keys.seq("fresh", SHARDS), 0)
+        verified = keys.verified("fresh", SHARDS)
+        client.register_script(scripts.VERIFY)(keys=[keys.seq("fresh", SHARDS), verified], args=[0])
         for n, mode in ((1, "2"), (2, "2"), (3, "0")):
             body = orjson.dumps({"type": "message", "room": "fresh", "user": "w", "text": str(n)})
             publish(
@@ -212,6 +213,7 @@ async def test_late_fan_out_of_a_new_rooms_first_messages_is_replayed_in_order(
                     keys.log("fresh", SHARDS),
                     keys.room_persist("fresh", SHARDS),
                     keys.cid("fresh", "w", "", SHARDS),
+                    verified,
                 ],
                 args=[body[:-1].decode(), keys.channel("fresh", SHARDS), 100, "", mode],
             )

@@ -17,8 +17,7 @@ import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from shared import keys, scripts
-from stack.cluster import SLOTS
-from stack.cluster import RedisCluster as LocalCluster
+from stack.cluster import SLOTS, LocalRedisCluster
 from stack.processes import wait_until
 from tests.conftest import http_get, join, send_acked
 
@@ -29,7 +28,7 @@ FAILOVER_BOUND = 12.0  # s: node timeout 2 s + failure agreement + election (mea
 
 
 @pytest.fixture
-async def client(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
+async def client(cluster: LocalRedisCluster) -> AsyncIterator[RedisCluster]:
     rc = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in cluster.startup_nodes],
         decode_responses=True,
@@ -55,7 +54,7 @@ def room_keys(room: str) -> list[str]:
     ]
 
 
-def shard_owners(cluster: LocalCluster, client: RedisCluster) -> dict[int, int]:
+def shard_owners(cluster: LocalRedisCluster, client: RedisCluster) -> dict[int, int]:
     """Logical shard -> port of the primary that owns its slot."""
     owners = {}
     for shard in range(SHARDS):
@@ -66,7 +65,7 @@ def shard_owners(cluster: LocalCluster, client: RedisCluster) -> dict[int, int]:
     return owners
 
 
-def rooms_per_primary(cluster: LocalCluster, client: RedisCluster) -> dict[int, str]:
+def rooms_per_primary(cluster: LocalRedisCluster, client: RedisCluster) -> dict[int, str]:
     """One room whose shard lives on each primary."""
     owners = shard_owners(cluster, client)
     found: dict[int, str] = {}
@@ -78,15 +77,24 @@ def rooms_per_primary(cluster: LocalCluster, client: RedisCluster) -> dict[int, 
     return found
 
 
+async def verify(client: RedisCluster, room: str) -> None:
+    """What a gateway does before a room's first publish on a Redis process (gateway/seqs.py)."""
+    script = client.register_script(scripts.VERIFY)
+    await script(keys=[keys.seq(room, SHARDS), keys.verified(room, SHARDS)], args=[0])
+
+
 async def publish(client: RedisCluster, room: str, text: str, cid: str = "") -> list[Any]:
     shard = keys.shard_of(room, SHARDS)
     script = client.register_script(scripts.PUBLISH)
     body = orjson.dumps({"type": "message", "room": room, "user": "ann", "text": text})[:-1]
     cid_key = keys.cid(room, "ann", cid or "none", SHARDS)
-    result = await script(
-        keys=[keys.seq(room, SHARDS), keys.log(room, SHARDS), keys.persist(shard, SHARDS), cid_key],
-        args=[body, keys.channel(room, SHARDS), 100, "60" if cid else "", "1"],
-    )
+    room_keys = [keys.seq(room, SHARDS), keys.log(room, SHARDS), keys.persist(shard, SHARDS)]
+    room_keys += [cid_key, keys.verified(room, SHARDS)]
+    args = [body, keys.channel(room, SHARDS), 100, "60" if cid else "", "1"]
+    result = await script(keys=room_keys, args=args)
+    if result[0] == scripts.PublishReply.UNVERIFIED:
+        await verify(client, room)
+        result = await script(keys=room_keys, args=args)
     return list(result)
 
 
@@ -99,11 +107,12 @@ async def publish_acked(client: RedisCluster, room: str, text: str) -> tuple[lis
     assert node is not None
     body = orjson.dumps({"type": "message", "room": room, "user": "ann", "text": text})[:-1]
     eval_args = [
-        "EVAL", scripts.PUBLISH, 4,
+        "EVAL", scripts.PUBLISH, 5,
         keys.seq(room, SHARDS), keys.log(room, SHARDS), keys.persist(shard, SHARDS),
-        keys.cid(room, "ann", "none", SHARDS),
+        keys.cid(room, "ann", "none", SHARDS), keys.verified(room, SHARDS),
         body, keys.channel(room, SHARDS), 100, "", "1",
     ]  # fmt: skip
+    await verify(client, room)
     conn = node.acquire_connection()
     try:
         await conn.send_packed_command(conn.pack_commands([eval_args, ["WAIT", 1, 1000]]))
@@ -123,7 +132,7 @@ async def next_message(pubsub: Any, timeout: float = 5.0) -> dict[str, Any]:
 
 
 async def test_cluster_is_up_room_keys_share_a_slot_and_shards_reach_every_primary(
-    cluster: LocalCluster, client: RedisCluster
+    cluster: LocalRedisCluster, client: RedisCluster
 ) -> None:
     primaries = cluster.primaries()
     assert len(primaries) == 3 and len(cluster.startup_nodes) == 6
@@ -151,7 +160,7 @@ async def test_cluster_is_up_room_keys_share_a_slot_and_shards_reach_every_prima
 
 
 async def test_publish_script_and_sharded_pubsub_on_every_primary(
-    cluster: LocalCluster, client: RedisCluster
+    cluster: LocalRedisCluster, client: RedisCluster
 ) -> None:
     rooms = rooms_per_primary(cluster, client)
     pubsub = client.pubsub()
@@ -176,7 +185,7 @@ async def test_publish_script_and_sharded_pubsub_on_every_primary(
 
 
 async def test_primary_sigkill_promotes_its_replica_and_publishing_resumes(
-    cluster: LocalCluster, client: RedisCluster
+    cluster: LocalRedisCluster, client: RedisCluster
 ) -> None:
     rooms = rooms_per_primary(cluster, client)
     victim = cluster.primaries()[0]
@@ -237,7 +246,7 @@ LIMITS = {  # senders retry through a failover: keep the abuse limits out of the
 
 
 async def test_gateways_deliver_and_log_rooms_on_every_primary(
-    cluster: LocalCluster, client: RedisCluster, start_gateways_on: Any
+    cluster: LocalRedisCluster, client: RedisCluster, start_gateways_on: Any
 ) -> None:
     rooms = rooms_per_primary(cluster, client)
     gateways = start_gateways_on(cluster.url, 3)
@@ -261,7 +270,7 @@ async def test_gateways_deliver_and_log_rooms_on_every_primary(
 
 
 async def test_primary_failover_under_traffic_loses_nothing_acknowledged(
-    cluster: LocalCluster, client: RedisCluster, start_gateways_on: Any
+    cluster: LocalRedisCluster, client: RedisCluster, start_gateways_on: Any
 ) -> None:
     rooms = rooms_per_primary(cluster, client)
     victim = cluster.primaries()[0]
@@ -311,7 +320,7 @@ async def test_primary_failover_under_traffic_loses_nothing_acknowledged(
 
 
 async def test_slot_migration_moves_a_room_under_traffic_without_a_gap(
-    cluster: LocalCluster, client: RedisCluster, start_gateways_on: Any
+    cluster: LocalRedisCluster, client: RedisCluster, start_gateways_on: Any
 ) -> None:
     rooms = rooms_per_primary(cluster, client)
     source, room = next(iter(rooms.items()))
@@ -350,7 +359,7 @@ async def test_slot_migration_moves_a_room_under_traffic_without_a_gap(
 
 
 async def test_leave_and_rejoin_on_the_cluster_resubscribe_without_a_reconnect(
-    cluster: LocalCluster, client: RedisCluster, start_gateways_on: Any
+    cluster: LocalRedisCluster, client: RedisCluster, start_gateways_on: Any
 ) -> None:
     (gateway,) = start_gateways_on(cluster.url, 1, **LIMITS)
     room = next(iter(rooms_per_primary(cluster, client).values()))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.admission import Admission, Refused
+from gateway.admission import Admission
 from shared.config import Settings
+from shared.errors import Refused
 
 
 def admission(**settings: object) -> Admission:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from gateway.auth import AuthError, bearer_token, identify, identify_request, mint
+from gateway.auth import bearer_token, identify, identify_request, mint
+from shared.errors import Refused
 
 SECRET = "unit-test-secret-" + "0123456789abcdef" * 2
 
@@ -35,9 +36,9 @@ def test_identify_request() -> None:
     who = identify_request(SECRET, mint(SECRET, "erin", rooms=["lobby", "team-*"]))
     assert who is not None and (who.user, who.auth) == ("erin", "token")
     assert who.may_join("team-a") and not who.may_join("secret")
-    with pytest.raises(AuthError, match="token required"):
+    with pytest.raises(Refused, match="token required"):
         identify_request(SECRET, None)
-    with pytest.raises(AuthError, match="invalid token"):
+    with pytest.raises(Refused, match="invalid token"):
         identify_request(SECRET, mint("another-secret-" + "x" * 32, "erin"))
 
 
@@ -52,6 +53,6 @@ def test_identify_request() -> None:
 )
 def test_tokens_refused_for_their_claims(claims: dict[str, object], reason: str) -> None:
     token = jwt.encode({"sub": "erin", **claims}, SECRET, algorithm="HS256")
-    with pytest.raises(AuthError, match=reason) as refused:
+    with pytest.raises(Refused, match=reason) as refused:
         identify(SECRET, None, token)
     assert refused.value.code == 4001

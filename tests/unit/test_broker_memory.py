@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from gateway.broker_memory import MemoryBroker
+from gateway.presence_memory import MemoryPresence
 from shared.stream_memory import MemoryStream
 from tests.conftest import FakeClock
 
@@ -67,19 +68,20 @@ async def test_cid_window(clock: FakeClock) -> None:
 async def test_persist_entries_and_presence() -> None:
     stream = MemoryStream()
     broker, delivered = await started(stream=stream)
+    presence = MemoryPresence(broker, stream)
     await broker.subscribe("r")
-    await broker.presence_join("r", "alice")
-    await broker.presence_join("r", "alice")  # second connection: no news
+    await presence.join("r", "alice")
+    await presence.join("r", "alice")  # second connection: no news
     await broker.publish("r", "alice", "hi", None)
-    await broker.presence_leave("r", "alice")
-    assert await broker.members("r") == ["alice"]
-    await broker.presence_leave("r", "alice")
-    assert await broker.members("r") == []
+    await presence.leave("r", "alice")
+    assert await presence.members("r") == ["alice"]
+    await presence.leave("r", "alice")
+    assert await presence.members("r") == []
     kinds = [e["type"] for _, e in await stream.read(10, 0)]
     assert kinds == ["join", "message", "leave"]
-    presence = [d for _, s, d in delivered if s == 0]
-    assert presence == [
+    told = [d for _, s, d in delivered if s == 0]
+    assert told == [
         {"type": "presence", "room": "r", "joined": ["alice"], "left": []},
         {"type": "presence", "room": "r", "joined": [], "left": ["alice"]},
     ]
-    assert await broker.rooms() == [{"room": "r", "online": 0, "last_seq": 1}]
+    assert await presence.rooms() == [{"room": "r", "online": 0, "last_seq": 1}]

@@ -1,0 +1,162 @@
+"""Presence shared by every gateway through Redis.
+
+Per room, a hash of user → expiry and, per user, a sorted set of the gateways she is on (score:
+expiry). The ``PRESENCE`` script changes both atomically and tells the room (and the persister)
+only when the user's presence really changes: first gateway in, last gateway out. Each gateway
+refreshes its users' entries every third of ``CHAT_PRESENCE_TTL_S`` (one owned task), and sweeps
+the rooms it holds for users whose gateways all stopped refreshing (a crashed gateway), so
+nobody stays online for longer than the TTL after her gateway died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+
+from gateway.presence import RoomInfo
+from gateway.supervisor import Supervised
+from shared import keys, scripts
+from shared.config import Settings
+from shared.redis_client import AnyRedis, unavailable
+from shared.scripts import FanOut
+
+log = logging.getLogger(__name__)
+
+
+class RedisPresence:
+    """This gateway's users in Redis, kept alive by one refresh task."""
+
+    def __init__(self, redis: AnyRedis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.shards = settings.shards
+        self.gateway = settings.gateway_id
+        self.fan_out = FanOut.SPUBLISH if isinstance(redis, RedisCluster) else FanOut.PUBLISH
+        self._presence = redis.register_script(scripts.PRESENCE)
+        self._sweep = redis.register_script(scripts.SWEEP)
+        self._local: Counter[tuple[str, str]] = Counter()  # (room, user) → local connections
+        self.keeper = Supervised("redis-presence", self._keep)
+
+    async def start(self) -> None:
+        self.keeper.start()
+
+    async def close(self) -> None:
+        await self.keeper.stop()
+
+    def tasks(self) -> list[Supervised]:
+        return [self.keeper]
+
+    def _script_args(self, room: str, user: str, change: str) -> dict[str, Any]:
+        expiry = int(time.time() * 1000) + int(self.settings.presence_ttl_s * 1000)
+        return {
+            "keys": [
+                keys.presence(room, self.shards),
+                keys.presence_user(room, user, self.shards),
+                keys.room_persist(room, self.shards),
+            ],
+            "args": [
+                user,
+                self.gateway,
+                expiry,
+                keys.channel(room, self.shards),
+                change,
+                self.fan_out,
+                room,
+            ],
+        }
+
+    async def join(self, room: str, user: str) -> None:
+        self._local[(room, user)] += 1
+        if self._local[(room, user)] > 1:
+            return
+        try:
+            with unavailable():
+                await self._presence(**self._script_args(room, user, "join"))
+        except BaseException:
+            self._local[(room, user)] -= 1
+            if not self._local[(room, user)]:
+                del self._local[(room, user)]
+            raise
+
+    async def leave(self, room: str, user: str) -> None:
+        if self._local[(room, user)] <= 0:
+            return
+        self._local[(room, user)] -= 1
+        if self._local[(room, user)]:
+            return
+        del self._local[(room, user)]
+        with unavailable():  # if it fails, the entry expires on its own within the TTL
+            await self._presence(**self._script_args(room, user, "leave"))
+
+    async def members(self, room: str) -> list[str]:
+        with unavailable():
+            fields = await self.redis.hgetall(keys.presence(room, self.shards))
+        now = time.time() * 1000
+        return sorted(str(user) for user, expiry in fields.items() if float(expiry) > now)
+
+    async def _keep(self) -> None:
+        """Refresh our users' presence; expire users of gateways that stopped refreshing.
+
+        Any failure ends this body; the supervisor runs it again after a backoff."""
+        interval = self.settings.presence_ttl_s / 3
+        if self.keeper.restarts:  # after a failure: up only once Redis took a refresh again
+            await self._refresh()
+        self.keeper.up()
+        while True:
+            await asyncio.sleep(interval)
+            await self._refresh()
+            self.keeper.up()
+
+    async def _refresh(self) -> None:
+        expiry = int(time.time() * 1000) + int(self.settings.presence_ttl_s * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        rooms = set()
+        for room, user in list(self._local):
+            rooms.add(room)
+            zset = keys.presence_user(room, user, self.shards)
+            pipe.zadd(zset, {self.gateway: expiry})
+            pipe.pexpireat(zset, expiry)
+            pipe.hset(keys.presence(room, self.shards), user, expiry)
+        if rooms:
+            await pipe.execute()
+        for room in rooms:
+            await self._sweep(
+                keys=[
+                    keys.presence(room, self.shards),
+                    keys.room_persist(room, self.shards),
+                ],
+                args=[
+                    keys.channel(room, self.shards),
+                    self.fan_out,
+                    room,
+                    keys.presence(room, self.shards) + "#",
+                ],
+            )
+
+    async def rooms(self) -> list[RoomInfo]:
+        with unavailable():
+            found = set()
+            for pattern in keys.ROOM_PATTERNS:
+                async for key in self.redis.scan_iter(pattern, count=1000):
+                    found.add(keys.room_in(str(key)))
+            found.discard(None)
+            names = sorted(r for r in found if r is not None)
+            pipe = self.redis.pipeline(transaction=False)
+            for room in names:
+                pipe.get(keys.seq(room, self.shards))
+                pipe.hgetall(keys.presence(room, self.shards))
+            replies = await pipe.execute() if names else []
+        now = time.time() * 1000
+        return [
+            {
+                "room": room,
+                "online": sum(1 for e in replies[2 * i + 1].values() if float(e) > now),
+                "last_seq": int(replies[2 * i] or 0),
+            }
+            for i, room in enumerate(names)
+        ]

@@ -1,0 +1,176 @@
+"""Publishing to Redis: one script call assigns the seq, logs, queues for storage and fans out.
+
+The strategy is chosen once, by :func:`publisher_for`:
+
+- :class:`ScriptPublisher`: one Redis (or a cluster without replica acknowledgements): the
+  ``PUBLISH`` script does everything atomically, every key of a room in one cluster slot.
+- :class:`ReplicatedPublisher`: a Redis Cluster with ``CHAT_REDIS_REPLICA_ACKS``: the script
+  stores without fanning out, ``WAIT`` follows on the same connection, and the message is
+  published only once a replica has it, so a failover can neither lose an acknowledged message
+  nor reuse its seq.
+- :class:`~gateway.publisher_sync.SyncPublisher`: ``CHAT_PERSIST_MODE=sync`` (database first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
+
+from gateway.broker import Published, Publisher
+from gateway.publisher_sync import SyncPublisher
+from gateway.seqs import SeqGuard
+from shared import keys, scripts
+from shared.config import Settings
+from shared.errors import Unavailable
+from shared.redis_client import REDIS_DOWN, AnyRedis
+from shared.scripts import FanOut, PublishReply
+from shared.store import Store
+
+
+class ScriptPublisher:
+    """One ``PUBLISH`` script call per message (seeding the room's seq first if it is new)."""
+
+    def __init__(self, redis: AnyRedis, settings: Settings, seqs: SeqGuard) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.shards = settings.shards
+        self.seqs = seqs
+        self.fan_out = FanOut.SPUBLISH if isinstance(redis, RedisCluster) else FanOut.PUBLISH
+        self.script = redis.register_script(scripts.PUBLISH)
+
+    async def publish(self, room: str, user: str, text: str, cid: str | None) -> Published:
+        body: dict[str, Any] = {"type": "message", "room": room, "user": user, "text": text}
+        if cid is not None:
+            body["cid"] = cid
+        script_keys = [
+            keys.seq(room, self.shards),
+            keys.log(room, self.shards),
+            keys.room_persist(room, self.shards),
+            keys.cid(room, user, cid or "", self.shards),
+            keys.verified(room, self.shards),
+        ]
+        args: list[str | int] = [
+            orjson.dumps(body)[:-1].decode(),  # the script appends seq and ts
+            keys.channel(room, self.shards),
+            self.settings.recent_log_size,
+            int(self.settings.cid_window_s) if cid is not None else "",
+            self.fan_out,
+        ]
+        try:
+            result = await self._run(script_keys, args)
+            if result[0] == PublishReply.UNVERIFIED:
+                await self.seqs.verify(room)
+                result = await self._run(script_keys, args)
+        except REDIS_DOWN as exc:
+            await self.on_failure()
+            raise Unavailable(f"redis: {exc}") from exc
+        return Published(orjson.loads(result[1]), duplicate=result[0] == PublishReply.KNOWN_CID)
+
+    async def _run(self, script_keys: list[str], args: list[str | int]) -> Any:
+        return await self.script(keys=script_keys, args=args)
+
+    async def on_failure(self) -> None:
+        """Redis failed a publish (a hook for the cluster's slot map)."""
+
+
+class ReplicatedPublisher(ScriptPublisher):
+    """The script, then ``WAIT`` on the same connection, then the fan-out.
+
+    A message is acknowledged, and seen by anyone, only once ``redis_replica_acks`` replicas
+    have it. (The cluster client's own ``wait()`` goes to every primary on other connections.)
+    """
+
+    def __init__(self, redis: RedisCluster, settings: Settings, seqs: SeqGuard) -> None:
+        super().__init__(redis, settings, seqs)
+        self.cluster = redis
+        # Node connections are not queued for: bound concurrent publishes instead.
+        self._publishing = asyncio.Semaphore(max(1, settings.redis_pool_size // 2))
+        self._last_refresh = 0.0
+
+    async def _run(self, script_keys: list[str], args: list[str | int]) -> Any:
+        async with self._publishing:
+            return await self._replicated(script_keys, args)
+
+    async def _replicated(self, script_keys: list[str], args: list[str | int]) -> Any:
+        acks, timeout = self.settings.redis_replica_acks, self.settings.redis_ack_timeout_ms
+        channel = str(args[1])
+        script = self.script
+        call: list[Any] = ["EVALSHA", script.sha, len(script_keys), *script_keys, *args[:-1]]
+        call.append(FanOut.NONE)  # stored, not published: we publish once replicated
+        for _ in range(3):
+            result, replicated = await self._on_primary(
+                script_keys[0], [call, ["WAIT", acks, timeout]]
+            )
+            if isinstance(result, NoScriptError):
+                call[:2] = ["EVAL", script.script]  # e.g. a freshly promoted replica
+                continue
+            if isinstance(result, MovedError | AskError):
+                await self._refresh_slots(force=True)  # the script did not run there
+                continue
+            if isinstance(result, Exception):
+                raise result
+            if isinstance(replicated, Exception) or int(replicated) < acks:
+                # Stored on the primary, maybe not beyond: the client resends with the same cid,
+                # which is idempotent on whichever node then answers.
+                raise Unavailable(f"not replicated to {acks} replica(s) within {timeout} ms")
+            if result[0] != PublishReply.UNVERIFIED:
+                # A known cid is published again: its first attempt may never have been
+                # (gateways drop seqs they already delivered).
+                [published] = await self._on_primary(
+                    script_keys[0], [["SPUBLISH", channel, result[1]]]
+                )
+                if isinstance(published, Exception):
+                    raise published
+            return result
+        raise Unavailable(f"the slot of {script_keys[0]} keeps moving")
+
+    async def _on_primary(self, key: str, commands: list[list[Any]]) -> list[Any]:
+        """Send ``commands`` pipelined on one connection to the primary owning ``key``; error
+        replies are returned, not raised."""
+        node = self.cluster.get_node_from_key(key)
+        if node is None:
+            raise Unavailable(f"no node owns {key}")
+        conn = node.acquire_connection()
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:  # an error reply; the connection is fine
+                    replies.append(exc)
+        except BaseException:
+            await conn.disconnect()  # half-read: never reuse it
+            raise
+        finally:
+            node.release(conn)
+        return replies
+
+    async def on_failure(self) -> None:
+        await self._refresh_slots()
+
+    async def _refresh_slots(self, force: bool = False) -> None:
+        """Re-read the cluster's slot map (at most twice a second unless forced)."""
+        if not force and time.monotonic() - self._last_refresh < 0.5:
+            return
+        self._last_refresh = time.monotonic()
+        with contextlib.suppress(*REDIS_DOWN):  # the next publish tries again
+            await self.cluster.nodes_manager.initialize()
+
+
+def publisher_for(
+    redis: AnyRedis, settings: Settings, store: Store | None, seqs: SeqGuard | None = None
+) -> Publisher:
+    """The publisher the settings and the Redis deployment call for."""
+    seqs = seqs or SeqGuard(redis, store, settings.shards)
+    if settings.persist_mode == "sync":
+        return SyncPublisher(redis, settings, store, seqs)
+    if isinstance(redis, RedisCluster) and settings.redis_replica_acks > 0:
+        return ReplicatedPublisher(redis, settings, seqs)
+    return ScriptPublisher(redis, settings, seqs)

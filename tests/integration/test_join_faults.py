@@ -1,0 +1,82 @@
+"""Joins that fail half-way through, against a real Redis: the client gets ``unavailable``, stays
+connected, and leaves nothing behind (issue 13, items 7 and 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from gateway.broker_redis import RedisBroker
+from shared import keys, redis_client
+from shared.config import Settings
+from shared.errors import Unavailable
+from tests.conftest import Client, RedisServer, join, wait_until
+
+pytestmark = pytest.mark.anyio
+
+SHARDS = Settings().shards
+
+
+async def test_a_subscription_cut_off_while_being_confirmed_is_unavailable_not_cancelled(
+    redis_server: RedisServer,
+) -> None:
+    settings = Settings(broker="redis", redis_url=redis_server.url)
+    client = redis_client.connect(redis_server.url, pool_size=4)
+    broker = RedisBroker(client, settings, store=None)
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
+    await broker.start(lambda room, seq, ts, data: None)
+    try:
+        await asyncio.wait_for(broker.connected.wait(), 5)
+        # Redis holds every command for a while: the SUBSCRIBE goes out, its confirmation
+        # cannot come back, and meanwhile the subscriber's connection is closed.
+        await admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        subscribing = asyncio.create_task(broker.subscribe("late"))
+        subscriber = broker._subscriber
+        assert subscriber is not None
+        await asyncio.to_thread(
+            wait_until,
+            lambda: keys.channel("late", SHARDS) in subscriber.link.wanted,  # type: ignore[attr-defined]
+            5,
+            "the SUBSCRIBE to be sent",
+        )
+        await subscriber.close()
+        with pytest.raises(Unavailable):
+            await subscribing
+        assert not subscribing.cancelled()
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+        await admin.aclose()
+        await broker.close()
+
+
+@pytest.fixture
+def start_gateways(start_gateways_on: Any, redis_server: RedisServer) -> Any:
+    return functools.partial(start_gateways_on, redis_server.url)
+
+
+async def test_a_join_failing_after_presence_leaves_no_ghost(
+    start_gateways: Any, redis_server: RedisServer
+) -> None:
+    """The member list read fails after the user was counted online: the join is undone."""
+    admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    # A gateway account that may do everything but read a whole hash (the member list).
+    admin.execute_command("ACL", "SETUSER", "gw", "on", "nopass", "~*", "&*", "+@all", "-hgetall")
+    host_port = redis_server.url.removeprefix("redis://")
+    [gateway] = start_gateways(1, chat_redis_url=f"redis://gw@{host_port}")
+    bob = await join(gateway, "bob")
+    alice = await Client.connect(f"{gateway.ws_url}?user=alice")
+    await alice.expect("hello")
+    await alice.send(type="join", room="ghost")
+    error = await alice.expect("error", room="ghost")
+    assert error["code"] == "unavailable"
+    await alice.send(type="ping")
+    await alice.expect("pong")  # still connected
+    assert admin.hgetall(keys.presence("ghost", SHARDS)) == {}
+    assert admin.zrange(keys.presence_user("ghost", "alice", SHARDS), 0, -1) == []
+    await bob.close()
+    admin.close()

@@ -94,7 +94,7 @@ class Connection:
         self._on_slow = on_slow
         self._writing: asyncio.Task[None] | None = None  # a write waiting for the socket
         self.state = State.OPEN
-        self._close = (errors.NORMAL, "")  # the code and reason, once CLOSING
+        self._close: tuple[int, str] | None = None  # the code and reason, once decided
         self._done = asyncio.Event()  # set on CLOSED or GONE: nothing more will be written
 
     def _enter(self, state: State) -> None:
@@ -109,15 +109,16 @@ class Connection:
 
     @property
     def closing(self) -> bool:
-        """True once a close has been decided (or the peer is gone)."""
-        return self.state is not State.OPEN
+        """True once the server decided to close (commands then go unanswered). A peer that is
+        merely gone still has the commands it sent before leaving carried out."""
+        return self._close is not None
 
     @property
     def _accepting(self) -> bool:
         # Until the close frame is out, events still go (they were published before it);
         # a slow consumer gets nothing more.
         if self.state is State.CLOSING:
-            return self._close[0] != errors.SLOW_CONSUMER
+            return self._close is not None and self._close[0] != errors.SLOW_CONSUMER
         return self.state is State.OPEN
 
     @property
@@ -238,7 +239,7 @@ class Connection:
             if count > 1:
                 stats.coalesced += count
             self._write({"type": "websocket.send", "text": frame_of(batches)})
-        elif self.state is State.CLOSING:
+        elif self.state is State.CLOSING and self._close is not None:
             code, reason = self._close
             self._enter(State.CLOSE_SENT)
             self._write({"type": "websocket.close", "code": code, "reason": reason})

@@ -13,6 +13,8 @@ from typing import Protocol, TypedDict
 
 from gateway.supervisor import Supervised
 
+ROOMS_LISTED = 100  # /api/rooms lists at most this many rooms: the most recently active
+
 
 class RoomInfo(TypedDict):
     """One row of ``/api/rooms``."""
@@ -46,5 +48,5 @@ class PresenceManager(Protocol):
         ...
 
     async def rooms(self) -> list[RoomInfo]:
-        """Every known room: those with messages, and those with someone online."""
+        """At most ``ROOMS_LISTED`` rooms (on Redis the most recently active), sorted by name."""
         ...

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Literal
 
 from gateway.broker_memory import MemoryBroker
-from gateway.presence import RoomInfo
+from gateway.presence import ROOMS_LISTED, RoomInfo
 from gateway.supervisor import Supervised
 from shared import events
 from shared.stream_memory import MemoryStream
@@ -57,7 +57,8 @@ class MemoryPresence:
 
     async def rooms(self) -> list[RoomInfo]:
         heads = self._broker.heads()
+        names = sorted(set(heads) | set(self._online))[:ROOMS_LISTED]
         return [
             {"room": r, "online": len(self._online.get(r, ())), "last_seq": heads.get(r, 0)}
-            for r in sorted(set(heads) | set(self._online))
+            for r in names
         ]

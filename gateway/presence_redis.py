@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.presence import RoomInfo
+from gateway.presence import ROOMS_LISTED, RoomInfo
 from gateway.supervisor import Supervised
 from shared import keys, scripts
 from shared.config import Settings
@@ -26,6 +26,8 @@ from shared.redis_client import AnyRedis, unavailable
 from shared.scripts import FanOut
 
 log = logging.getLogger(__name__)
+
+ROOMS_CACHE_S = 2.0  # /api/rooms answers from a copy this fresh
 
 
 class RedisPresence:
@@ -41,6 +43,7 @@ class RedisPresence:
         self._sweep = redis.register_script(scripts.SWEEP)
         self._local: Counter[tuple[str, str]] = Counter()  # (room, user) → local connections
         self.keeper = Supervised("redis-presence", self._keep)
+        self._rooms_cache: tuple[float, list[RoomInfo]] | None = None
 
     async def start(self) -> None:
         self.keeper.start()
@@ -58,6 +61,7 @@ class RedisPresence:
                 keys.presence(room, self.shards),
                 keys.presence_user(room, user, self.shards),
                 keys.room_persist(room, self.shards),
+                keys.room_rooms(room, self.shards),
             ],
             "args": [
                 user,
@@ -139,24 +143,32 @@ class RedisPresence:
             )
 
     async def rooms(self) -> list[RoomInfo]:
+        """The most recently active rooms (at most ``ROOMS_LISTED``), from the shards' rooms
+        indexes: a fixed number of commands, whatever else the keyspace holds. Cached briefly:
+        every open page polls it."""
+        now = time.monotonic()
+        if self._rooms_cache is not None and now - self._rooms_cache[0] < ROOMS_CACHE_S:
+            return self._rooms_cache[1]
         with unavailable():
-            found = set()
-            for pattern in keys.ROOM_PATTERNS:
-                async for key in self.redis.scan_iter(pattern, count=1000):
-                    found.add(keys.room_in(str(key)))
-            found.discard(None)
-            names = sorted(r for r in found if r is not None)
+            pipe = self.redis.pipeline(transaction=False)
+            for shard in range(self.shards):
+                pipe.zrevrange(keys.rooms(shard, self.shards), 0, ROOMS_LISTED - 1, withscores=True)
+            active = [pair for pairs in await pipe.execute() for pair in pairs]
+            active.sort(key=lambda pair: pair[1], reverse=True)
+            names = sorted(str(room) for room, _ in active[:ROOMS_LISTED])
             pipe = self.redis.pipeline(transaction=False)
             for room in names:
                 pipe.get(keys.seq(room, self.shards))
                 pipe.hgetall(keys.presence(room, self.shards))
             replies = await pipe.execute() if names else []
-        now = time.time() * 1000
-        return [
+        now_ms = time.time() * 1000
+        listed: list[RoomInfo] = [
             {
                 "room": room,
-                "online": sum(1 for e in replies[2 * i + 1].values() if float(e) > now),
+                "online": sum(1 for e in replies[2 * i + 1].values() if float(e) > now_ms),
                 "last_seq": int(replies[2 * i] or 0),
             }
             for i, room in enumerate(names)
         ]
+        self._rooms_cache = (now, listed)
+        return listed

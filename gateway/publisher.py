@@ -32,6 +32,8 @@ from shared.redis_client import REDIS_DOWN, AnyRedis
 from shared.scripts import FanOut, PublishReply
 from shared.store import Store
 
+FAN_OUT_ARG = 4  # ARGV[5] of the PUBLISH script, 0-based
+
 
 class ScriptPublisher:
     """One ``PUBLISH`` script call per message (seeding the room's seq first if it is new)."""
@@ -54,6 +56,7 @@ class ScriptPublisher:
             keys.room_persist(room, self.shards),
             keys.cid(room, user, cid or "", self.shards),
             keys.verified(room, self.shards),
+            keys.room_rooms(room, self.shards),
         ]
         args: list[str | int] = [
             orjson.dumps(body)[:-1].decode(),  # the script appends seq and ts
@@ -61,6 +64,7 @@ class ScriptPublisher:
             self.settings.recent_log_size,
             int(self.settings.cid_window_s) if cid is not None else "",
             self.fan_out,
+            room,
         ]
         try:
             result = await self._run(script_keys, args)
@@ -101,8 +105,8 @@ class ReplicatedPublisher(ScriptPublisher):
         acks, timeout = self.settings.redis_replica_acks, self.settings.redis_ack_timeout_ms
         channel = str(args[1])
         script = self.script
-        call: list[Any] = ["EVALSHA", script.sha, len(script_keys), *script_keys, *args[:-1]]
-        call.append(FanOut.NONE)  # stored, not published: we publish once replicated
+        call: list[Any] = ["EVALSHA", script.sha, len(script_keys), *script_keys, *args]
+        call[3 + len(script_keys) + FAN_OUT_ARG] = FanOut.NONE  # stored only: published below
         for _ in range(3):
             result, replicated = await self._on_primary(
                 script_keys[0], [call, ["WAIT", acks, timeout]]

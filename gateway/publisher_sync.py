@@ -84,6 +84,7 @@ class SyncPublisher:
             keys.log(room, self.shards),
             keys.cid(room, user, cid or "", self.shards),
             lock,
+            keys.room_rooms(room, self.shards),
         ]
         commit_args: list[str | int] = [
             events.encode(event),
@@ -98,9 +99,9 @@ class SyncPublisher:
             await asyncio.to_thread(self.store.write, [event])
         except Exception as exc:
             with contextlib.suppress(*REDIS_DOWN):
-                await self._commit(keys=commit_keys, args=[*commit_args, "abort"])
+                await self._commit(keys=commit_keys, args=[*commit_args, "abort", room])
             raise Unavailable(f"store: {exc}") from exc
         # Stored, not published if Redis fails now: the message comes back by history.
         with unavailable():
-            await self._commit(keys=commit_keys, args=[*commit_args, "publish"])
+            await self._commit(keys=commit_keys, args=[*commit_args, "publish", room])
         return Published(event, duplicate=False)

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(default=30000, ge=100)  # claim a dead replica's entries after
     batch_size: int = Field(default=200, ge=1)
     flush_interval_ms: int = Field(default=1000, ge=1)
+    migrate: bool = True  # bring the database schema to head at start (see shared/migrations)
 
     # Protocol limits (docs/protocol.md).
     max_frame_bytes: int = Field(default=16 * 1024, ge=256)

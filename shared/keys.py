@@ -10,12 +10,9 @@ shards per primary when P divides N (docs/cluster.md, "Shards").
 from __future__ import annotations
 
 import functools
-import re
 import zlib
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-
-from shared import events
 
 PREFIX = "chat"
 PERSIST_GROUP = "persister"
@@ -76,6 +73,17 @@ def persist(shard: int, shards: int) -> str:
     return f"{PREFIX}:{{{shard_tag(shard, shards)}}}:persist"
 
 
+def rooms(shard: int, shards: int) -> str:
+    """The shard's rooms index: a sorted set of room → last activity (ms), kept by the publish
+    and presence scripts (``shared/scripts.py``); ``/api/rooms`` reads it, never the keyspace."""
+    return f"{PREFIX}:{{{shard_tag(shard, shards)}}}:rooms"
+
+
+def room_rooms(room: str, shards: int) -> str:
+    """The rooms index of the room's shard."""
+    return rooms(shard_of(room, shards), shards)
+
+
 def room_persist(room: str, shards: int) -> str:
     """The persist stream of the room's shard."""
     return persist(shard_of(room, shards), shards)
@@ -125,30 +133,6 @@ def presence_user(room: str, user: str, shards: int) -> str:
     return f"{presence(room, shards)}#{user}"
 
 
-# ``chat:{<shard tag>}:<kind>[:<rest>]``: a tag is ``s<k>`` or ``s<k>.<n>``, a kind a word.
-_KEY_RE = re.compile(rf"{PREFIX}:\{{s[0-9]+(?:\.[0-9]+)?\}}:([a-z]+)(?::(.*))?", re.DOTALL)
-
-
-def room_in(key: str) -> str | None:
-    """The room named by a ``seq`` or ``presence`` key (None for any other key), for SCAN.
-
-    The key is read by its shape, never searched for ``:seq:``: the kind is the segment right
-    after the hash tag and the room is everything after it, which must then be a valid room
-    name. So a room named ``a:seq:b``, a user or cid spelling ``:seq:``, or a key of another
-    kind (``log``, ``cid``, ``lock``, a ``presence_user`` zset: ``#`` is never in a room name)
-    never yields a phantom room.
-    """
-    match = _KEY_RE.fullmatch(key)
-    if match is None or match[1] not in ("seq", "presence") or match[2] is None:
-        return None
-    room = match[2]
-    return room if events.valid_room(room) else None
-
-
-# SCAN patterns that find every room: those with messages, and those with someone online.
-ROOM_PATTERNS = (f"{PREFIX}:*:seq:*", f"{PREFIX}:*:presence:*")
-
-
 def lock(room: str, shards: int) -> str:
     """The room's publish lock in synchronous persist mode."""
     return f"{_tag(room, shards)}:lock:{room}"
@@ -156,8 +140,9 @@ def lock(room: str, shards: int) -> str:
 
 def kind(key: str) -> str:
     """Which builder of this module made ``key``: ``"seq"``, ``"verified"``, ``"log"``,
-    ``"room"`` (a channel), ``"presence"``, ``"presence_user"``, ``"persist"``, ``"cid"`` or
-    ``"lock"``; ``"other"`` for a key none of them makes (reports count Redis keys by it).
+    ``"room"`` (a channel), ``"presence"``, ``"presence_user"``, ``"persist"``, ``"rooms"``,
+    ``"cid"`` or ``"lock"``; ``"other"`` for a key none of them makes (reports count Redis keys
+    by it).
 
     Only the segment right after the hash tag is read: what follows it is each builder's own
     encoding. The segments are taken from keys the builders make for a sample room, so the
@@ -186,6 +171,7 @@ def kind(key: str) -> str:
         segment(channel(room, 1)): "room",
         segment(presence(room, 1)): "presence",
         segment(persist(0, 1)): "persist",
+        segment(rooms(0, 1)): "rooms",
         segment(cid(room, user, "c", 1)): "cid",
         segment(lock(room, 1)): "lock",
     }

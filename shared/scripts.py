@@ -63,11 +63,25 @@ end
 return seq
 """
 
-# KEYS: 1 seq, 2 log, 3 persist stream, 4 cid key, 5 verified
+# Every room script that shows activity also records it in its shard's rooms index (a sorted set
+# of room -> last activity ms, same slot as the room's keys), keeping the ROOMS_PER_SHARD most
+# recently active rooms: /api/rooms reads that index, never the keyspace.
+ROOMS_PER_SHARD = 1000
+_INDEX = f"""
+redis.call('ZADD', KEYS[INDEX], ms, ARGV[ROOM])
+redis.call('ZREMRANGEBYRANK', KEYS[INDEX], 0, -{ROOMS_PER_SHARD + 1})
+"""
+
+
+def _index(index_key: int, room_arg: int) -> str:
+    return _INDEX.replace("INDEX", str(index_key)).replace("ROOM", str(room_arg))
+
+
+# KEYS: 1 seq, 2 log, 3 persist stream, 4 cid key, 5 verified, 6 rooms index
 # ARGV: 1 event body without its closing brace (orjson-encoded by the gateway),
 #       2 channel, 3 log size, 4 cid window (s) or "" when no cid,
 #       5 FanOut: "0" PUBLISH, "1" SPUBLISH (Redis Cluster), "2" no fan-out (the caller
-#       publishes once a replica has the write)
+#       publishes once a replica has the write), 6 room name
 # Returns (PublishReply) {0, event} for a new message, {1, event} for a known cid, {2} when the
 # room's seq is missing or unverified (the caller runs VERIFY, then calls again).
 PUBLISH = (
@@ -84,7 +98,9 @@ local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
 local event = ARGV[1] .. ',"seq":' .. seq .. ',"ts":' .. ms .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-1', 'e', event)
 redis.call('XADD', KEYS[3], '*', 'e', event)
-if ARGV[4] ~= '' then redis.call('SET', KEYS[4], event, 'EX', ARGV[4]) end
+"""
+    + _index(6, 6)
+    + """if ARGV[4] ~= '' then redis.call('SET', KEYS[4], event, 'EX', ARGV[4]) end
 if ARGV[5] == '1' then
   redis.call('SPUBLISH', ARGV[2], event)
 elseif ARGV[5] == '0' then
@@ -95,12 +111,13 @@ return {0, event}
 )
 
 # Presence: KEYS 1 = room hash (user -> expiry ms), 2 = the user's gateways (zset, score expiry),
-#           3 = persist stream.
+#           3 = persist stream, 4 = rooms index.
 # ARGV: 1 user, 2 gateway id, 3 expiry ms, 4 channel, 5 "join"|"leave", 6 FanOut ("1"/"0"),
 #       7 room name
 # Publishes a presence event and queues a membership entry only when the user's presence in the
 # room really changes (first gateway in, last gateway out). Returns 1 if it changed.
-PRESENCE = """
+PRESENCE = (
+    """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms)
@@ -115,6 +132,9 @@ else
   if before == 0 or redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
   redis.call('HDEL', KEYS[1], ARGV[1])
 end
+"""
+    + _index(4, 7)
+    + """
 local user = cjson.encode(ARGV[1])
 local room = cjson.encode(ARGV[7])
 local joined, left = '[]', '[]'
@@ -130,6 +150,7 @@ redis.call('XADD', KEYS[3], '*', 'e',
   '{"type":"' .. ARGV[5] .. '","room":' .. room .. ',"user":' .. user .. ',"ts":' .. ms .. '}')
 return 1
 """
+)
 
 # Expire the presence of users whose gateways all stopped refreshing (a crashed gateway).
 # KEYS: 1 room hash, 2 persist stream; ARGV: 1 channel, 2 FanOut ("1"/"0"), 3 room name,
@@ -188,11 +209,12 @@ return {0, redis.call('INCR', KEYS[1]), ms}
 )
 
 # Step 2 (after the database insert): publish, or give the seq back when the insert failed.
-# KEYS: 1 seq, 2 log, 3 cid key, 4 room lock
+# KEYS: 1 seq, 2 log, 3 cid key, 4 room lock, 5 rooms index
 # ARGV: 1 event, 2 seq, 3 channel, 4 log size, 5 cid window or "", 6 token, 7 FanOut ("1"/"0"),
-#       8 "publish" | "abort"
+#       8 "publish" | "abort", 9 room name
 # Returns 1, or 0 when the lock was lost (it expired: the insert took longer than its ttl).
-COMMIT = """
+COMMIT = (
+    """
 if redis.call('GET', KEYS[4]) ~= ARGV[6] then return 0 end
 if ARGV[8] == 'abort' then
   redis.call('DECR', KEYS[1])
@@ -200,7 +222,10 @@ if ARGV[8] == 'abort' then
   return 1
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], ARGV[2] .. '-1', 'e', ARGV[1])
-if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[5]) end
+local ms = redis.call('TIME')[1] .. '000'
+"""
+    + _index(5, 9)
+    + """if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[5]) end
 if ARGV[7] == '1' then
   redis.call('SPUBLISH', ARGV[3], ARGV[1])
 else
@@ -209,3 +234,4 @@ end
 redis.call('DEL', KEYS[4])
 return 1
 """
+)

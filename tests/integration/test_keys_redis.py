@@ -1,5 +1,5 @@
 """Key encoding through a real Redis (issue 13, item 10): the cid key of one (room, user, cid)
-is never another's, and ``/api/rooms`` (SCAN + ``keys.room_in``) lists no phantom room."""
+is never another's, and ``/api/rooms`` lists exactly the rooms used, whatever their names spell."""
 
 from __future__ import annotations
 
@@ -122,3 +122,45 @@ async def test_room_list_has_no_phantom_rooms(
     assert set(listed) == set(rooms)
     assert listed["a:seq:b"]["last_seq"] == 2 and listed["a:seq:b"]["online"] == 2
     assert listed["presence"]["last_seq"] == 0 and listed["presence"]["online"] == 1
+
+
+async def test_room_list_work_does_not_grow_with_unrelated_keys(
+    start_gateways: Any, redis_server: RedisServer
+) -> None:
+    """``/api/rooms`` reads the shards' rooms indexes: no SCAN, and the same few commands on a
+    Redis holding 300,000 unrelated keys as on an empty one (issue 13, item 4)."""
+    gateway, fresh = start_gateways(2)  # each answers its first call from Redis, not a cache
+    rooms = ["lobby", "dev", "ops"]
+    user = await join(gateway, "ann", *rooms)
+    for room in rooms:
+        await user.send(type="send", room=room, text="hi")
+        await user.messages(room, 1)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+
+    def calls() -> dict[str, int]:
+        stats = client.info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+    def listing_costs(gateway: Any) -> tuple[list[str], dict[str, int]]:
+        before = calls()
+        status, body = http_get(gateway.url + "/api/rooms")
+        assert status == 200
+        after = calls()
+        used = {c: n - before.get(c, 0) for c, n in after.items() if n != before.get(c, 0)}
+        for ours_or_handshake in ("info", "hello", "client|setinfo"):
+            used.pop(ours_or_handshake, None)
+        return [r["room"] for r in orjson.loads(body)], used
+
+    try:
+        listed, small = listing_costs(gateway)
+        assert listed == sorted(rooms)
+        for start in range(0, 300_000, 10_000):
+            client.mset({f"unrelated:{n}": "x" for n in range(start, start + 10_000)})
+        assert client.dbsize() > 300_000
+        listed, big = listing_costs(fresh)
+    finally:
+        client.close()
+    assert listed == sorted(rooms)
+    assert "scan" not in small and "scan" not in big
+    assert big == small  # the same commands, the same number of each
+    assert sum(big.values()) <= SHARDS + 2 * len(rooms)

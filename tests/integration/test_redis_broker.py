@@ -214,8 +214,9 @@ async def test_late_fan_out_of_a_new_rooms_first_messages_is_replayed_in_order(
                     keys.room_persist("fresh", SHARDS),
                     keys.cid("fresh", "w", "", SHARDS),
                     verified,
+                    keys.room_rooms("fresh", SHARDS),
                 ],
-                args=[body[:-1].decode(), keys.channel("fresh", SHARDS), 100, "", mode],
+                args=[body[:-1].decode(), keys.channel("fresh", SHARDS), 100, "", mode, "fresh"],
             )
     finally:
         client.close()

@@ -89,8 +89,8 @@ async def publish(client: RedisCluster, room: str, text: str, cid: str = "") -> 
     body = orjson.dumps({"type": "message", "room": room, "user": "ann", "text": text})[:-1]
     cid_key = keys.cid(room, "ann", cid or "none", SHARDS)
     room_keys = [keys.seq(room, SHARDS), keys.log(room, SHARDS), keys.persist(shard, SHARDS)]
-    room_keys += [cid_key, keys.verified(room, SHARDS)]
-    args = [body, keys.channel(room, SHARDS), 100, "60" if cid else "", "1"]
+    room_keys += [cid_key, keys.verified(room, SHARDS), keys.room_rooms(room, SHARDS)]
+    args = [body, keys.channel(room, SHARDS), 100, "60" if cid else "", "1", room]
     result = await script(keys=room_keys, args=args)
     if result[0] == scripts.PublishReply.UNVERIFIED:
         await verify(client, room)
@@ -107,10 +107,11 @@ async def publish_acked(client: RedisCluster, room: str, text: str) -> tuple[lis
     assert node is not None
     body = orjson.dumps({"type": "message", "room": room, "user": "ann", "text": text})[:-1]
     eval_args = [
-        "EVAL", scripts.PUBLISH, 5,
+        "EVAL", scripts.PUBLISH, 6,
         keys.seq(room, SHARDS), keys.log(room, SHARDS), keys.persist(shard, SHARDS),
         keys.cid(room, "ann", "none", SHARDS), keys.verified(room, SHARDS),
-        body, keys.channel(room, SHARDS), 100, "", "1",
+        keys.room_rooms(room, SHARDS),
+        body, keys.channel(room, SHARDS), 100, "", "1", room,
     ]  # fmt: skip
     await verify(client, room)
     conn = node.acquire_connection()

@@ -1,12 +1,10 @@
-"""Redis key encoding (issue 13, item 10): distinct (room, user, cid) never share a key, no key
-of one kind reads as another kind, and ``room_in`` (the SCAN path of ``/api/rooms``) names a
-room only for that room's ``seq`` or ``presence`` key."""
+"""Redis key encoding (issue 13, item 10): distinct (room, user, cid) never share a key, and no
+key of one kind reads as another kind."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from fnmatch import fnmatchcase
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -122,14 +120,6 @@ def test_no_key_is_built_by_two_kinds_or_two_parts() -> None:
     assert {k: v for k, v in made.items() if len(v) > 1} == {}
 
 
-def test_room_in_names_a_room_only_for_its_seq_and_presence_keys() -> None:
-    for key, ((kind, parts),) in _every_key().items():
-        if kind in ("seq", "presence"):
-            assert keys.room_in(key) == parts[0], key
-        else:
-            assert keys.room_in(key) is None, key
-
-
 def test_kind_reads_every_key_as_its_builder() -> None:
     # keys.kind (the segment after the hash tag) must keep working with these encodings.
     for key, ((kind, _parts),) in _every_key().items():
@@ -141,21 +131,7 @@ def test_every_kind_for_any_names(room: str, user: str, cid: str, n: int) -> Non
     built = {kind: build(room, user, cid, n) for kind, build in BUILDERS}
     assert len(set(built.values())) == len(built)
     for kind, key in built.items():
-        assert keys.room_in(key) == (room if kind in ("seq", "presence") else None), key
         assert keys.kind(key) == kind
-    # The SCAN patterns find every room's seq and presence keys (Redis globs, as fnmatch here:
-    # a room name has no `[`, `?`, `*` or `\`).
-    for kind in ("seq", "presence"):
-        assert any(fnmatchcase(built[kind], p) for p in keys.ROOM_PATTERNS)
-
-
-@given(st.text(max_size=40) | st.sampled_from(["chat:{s1}:seq:", "chat:{s1}:presence:a#b"]))
-def test_room_in_on_any_string_names_only_a_valid_room_of_a_seq_or_presence_key(key: str) -> None:
-    room = keys.room_in(key)
-    if room is not None:
-        assert events.valid_room(room)
-        tag = key.partition("{")[2].partition("}")[0]
-        assert key in (f"chat:{{{tag}}}:seq:{room}", f"chat:{{{tag}}}:presence:{room}")
 
 
 @given(rooms, users, shards)

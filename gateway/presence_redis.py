@@ -117,18 +117,9 @@ class RedisPresence:
             self.keeper.up()
 
     async def _refresh(self) -> None:
-        expiry = int(time.time() * 1000) + int(self.settings.presence_ttl_s * 1000)
-        pipe = self.redis.pipeline(transaction=False)
-        rooms = set()
-        for room, user in list(self._local):
-            rooms.add(room)
-            zset = keys.presence_user(room, user, self.shards)
-            pipe.zadd(zset, {self.gateway: expiry})
-            pipe.pexpireat(zset, expiry)
-            pipe.hset(keys.presence(room, self.shards), user, expiry)
-        if rooms:
-            await pipe.execute()
-        for room in rooms:
+        entries = list(self._local)
+        await self.refresh(entries)
+        for room in {room for room, _ in entries}:
             await self._sweep(
                 keys=[
                     keys.presence(room, self.shards),
@@ -141,6 +132,29 @@ class RedisPresence:
                     keys.presence(room, self.shards) + "#",
                 ],
             )
+
+    async def refresh(self, entries: list[tuple[str, str]]) -> None:
+        """Extend the presence of these (room, user) entries of ours. An entry whose user left
+        meanwhile stays gone; one whose presence expired while she is still here (Redis was
+        away longer than the TTL) is announced again."""
+        if not entries:
+            return
+        expiry = int(time.time() * 1000) + int(self.settings.presence_ttl_s * 1000)
+        sha = await self.redis.script_load(scripts.REFRESH)  # after a restart it is gone
+        pipe = self.redis.pipeline(transaction=False)
+        for room, user in entries:
+            pipe.evalsha(
+                sha,
+                2,
+                keys.presence(room, self.shards),
+                keys.presence_user(room, user, self.shards),
+                user,
+                self.gateway,
+                expiry,
+            )
+        for (room, user), refreshed in zip(entries, await pipe.execute(), strict=True):
+            if not refreshed and self._local[(room, user)] > 0:
+                await self._presence(**self._script_args(room, user, "join"))
 
     async def rooms(self) -> list[RoomInfo]:
         """The most recently active rooms (at most ``ROOMS_LISTED``), from the shards' rooms

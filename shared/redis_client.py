@@ -78,4 +78,4 @@ def connect(url: str, *, pool_size: int, socket_timeout: float = 5) -> AnyRedis:
     pool = BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=10, retry=Retry(NoBackoff(), 0), **common
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections

@@ -152,6 +152,18 @@ return 1
 """
 )
 
+# Keep a user's presence on this gateway alive, but only while the gateway is still listed for
+# her: a refresh built before her leave and run after it must not bring her back (a ghost).
+# KEYS: 1 room hash, 2 the user's gateways (zset); ARGV: 1 user, 2 gateway id, 3 expiry ms.
+# Returns 1 if refreshed, 0 if this gateway is no longer listed for her.
+REFRESH = """
+if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
 # Expire the presence of users whose gateways all stopped refreshing (a crashed gateway).
 # KEYS: 1 room hash, 2 persist stream; ARGV: 1 channel, 2 FanOut ("1"/"0"), 3 room name,
 #       4 zset key prefix (the user's zset key is prefix .. user)

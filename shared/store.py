@@ -64,8 +64,16 @@ class Store:
         )
 
     def create_schema(self) -> None:
-        """Create missing tables (idempotent)."""
+        """Create missing tables straight from ``shared.tables`` (idempotent), with no migration
+        history: for tests. Deployments use :meth:`migrate`."""
         metadata.create_all(self.engine)
+
+    def migrate(self) -> str:
+        """Bring the schema to the newest migration, creating a missing database when allowed
+        (see :mod:`shared.migrations`); returns the revision. Raises ``MigrationError``."""
+        from shared import migrations  # Alembic is loaded only by the processes that migrate
+
+        return migrations.upgrade(self.engine)
 
     def close(self) -> None:
         """Release pooled connections."""

@@ -1,0 +1,62 @@
+"""Presence through a real Redis: a refresh never resurrects a user who left, and a user whose
+presence expired while she stayed connected is announced again (issue 13, item 7)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+
+from gateway.presence_redis import RedisPresence
+from shared import keys, redis_client
+from shared.config import Settings
+from tests.conftest import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+SHARDS = Settings().shards
+
+
+@pytest.fixture
+async def presence(redis_server: RedisServer) -> AsyncIterator[RedisPresence]:
+    settings = Settings(broker="redis", redis_url=redis_server.url, gateway_id="gw0")
+    client = redis_client.connect(redis_server.url, pool_size=4)
+    yield RedisPresence(client, settings)
+    await client.aclose()
+
+
+@pytest.fixture
+async def admin(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_a_refresh_taken_before_a_leave_and_run_after_it_brings_nobody_back(
+    presence: RedisPresence, admin: redis.asyncio.Redis
+) -> None:
+    await presence.join("r", "alice")
+    await presence.join("r", "bob")
+    snapshot = [("r", "alice"), ("r", "bob")]  # what the refresh task read, before the leave
+    await presence.leave("r", "alice")
+    await presence.refresh(snapshot)
+    assert await presence.members("r") == ["bob"]
+    assert list(await admin.hgetall(keys.presence("r", SHARDS))) == ["bob"]
+    assert await admin.exists(keys.presence_user("r", "alice", SHARDS)) == 0
+
+
+async def test_a_user_still_here_whose_presence_expired_is_announced_again(
+    presence: RedisPresence, admin: redis.asyncio.Redis
+) -> None:
+    await presence.join("r", "alice")
+    # Redis was away for longer than the TTL: her entries are gone, she is still connected.
+    await admin.delete(keys.presence_user("r", "alice", SHARDS))
+    await admin.hdel(keys.presence("r", SHARDS), "alice")
+    async with admin.pubsub() as pubsub:
+        await pubsub.subscribe(keys.channel("r", SHARDS))
+        await pubsub.get_message(timeout=1)  # the subscribe confirmation
+        await presence.refresh([("r", "alice")])
+        told = await pubsub.get_message(timeout=5)
+    assert await presence.members("r") == ["alice"]
+    assert told is not None and '"joined":["alice"]' in told["data"]

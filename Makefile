@@ -12,6 +12,8 @@ BROKER ?= redis
 REDIS ?= single  # or cluster: a local 3-primary/3-replica Redis Cluster
 PERSIST ?= async
 STACK_PORT ?= 8080
+MONITORING ?= 0  # 1: `make stack` also runs Prometheus (alert rules loaded) on PROMETHEUS_PORT
+PROMETHEUS_PORT ?= 9090
 # `make bench`: every BENCH_* variable is passed through (see bench/settings.py), e.g.
 # BENCH_QUICK=1 (about 2 minutes), BENCH_DURATION_S, BENCH_USERS, BENCH_RATE, BENCH_PEAK_RATES.
 BENCH_QUICK ?= 0
@@ -19,7 +21,7 @@ export BENCH_QUICK
 
 # A bare `make` lists the targets.
 .DEFAULT_GOAL := help
-.PHONY: help venv run stack up down token bench bench-persister soak system-deps lint unit test clean
+.PHONY: help venv run migrate stack up down token bench bench-persister soak system-deps lint unit test clean
 
 help: ## this list: every target and what it does
 	@awk -F ':.*## ' '/^[a-zA-Z][a-zA-Z0-9_-]*:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -35,8 +37,14 @@ venv: $(VENV)/.installed ## create .venv with everything (idempotent)
 run: venv ## the embedded single-process server on http://$(HOST):$(PORT)
 	CHAT_HOST=$(HOST) CHAT_PORT=$(PORT) $(PY) -m embedded
 
-stack: venv system-deps ## native topology: redis, mariadb, persister, $(GATEWAYS) gateways, nginx on $(STACK_PORT)
-	$(PY) -m stack --gateways $(GATEWAYS) --broker $(BROKER) --redis $(REDIS) --persist $(PERSIST) --port $(STACK_PORT)
+# `make migrate CHAT_DATABASE_URL='mysql+pymysql://user:pw@host/chat'`; without it, the embedded
+# SQLite file in CHAT_DATA_DIR. Creates a missing MySQL database when the account may.
+migrate: venv ## bring the database schema to the newest migration (CHAT_DATABASE_URL, else SQLite)
+	$(PY) -m persister migrate
+
+stack: venv system-deps ## native topology: redis, mariadb, persister, $(GATEWAYS) gateways, nginx on $(STACK_PORT) (MONITORING=1: + Prometheus)
+	$(PY) -m stack --gateways $(GATEWAYS) --broker $(BROKER) --redis $(REDIS) --persist $(PERSIST) --port $(STACK_PORT) \
+	  $(if $(filter 1,$(strip $(MONITORING))),--monitoring --prometheus-port $(PROMETHEUS_PORT))
 
 up: ## the same topology with Docker (needs a Docker engine and a .env, see .env.example)
 	docker compose up -d --build --scale gateway=$(GATEWAYS)
@@ -64,6 +72,7 @@ system-deps: ## system packages the tests need (apt, only where missing)
 	command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -72,8 +72,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        if node.store is not None and node.writes_store:
-            await asyncio.to_thread(node.store.create_schema)
+        if node.store is not None and node.writes_store and node.settings.migrate:
+            await asyncio.to_thread(node.store.migrate)  # the schema at head (shared/migrations)
         await node.start()
         started: list[Service] = []
         try:

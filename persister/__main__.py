@@ -1,6 +1,12 @@
-"""``python -m persister``: the persister service, configured by ``CHAT_*`` variables."""
+"""``python -m persister``: the persister service, configured by ``CHAT_*`` variables.
+
+``python -m persister migrate`` (``make migrate``) only brings the database schema to the newest
+revision and exits. The service does the same at start unless ``CHAT_MIGRATE=0``.
+"""
 
 from __future__ import annotations
+
+import sys
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -8,15 +14,26 @@ from prometheus_client import CollectorRegistry
 from persister.app import create_app
 from persister.source_redis import stream_source
 from persister.worker import Worker
-from shared import logs, redis_client
+from shared import logs, migrations, redis_client
 from shared.config import load_settings
 from shared.metrics import PersisterMetrics
 from shared.store import Store
 
+USAGE = "usage: python -m persister [migrate]"
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["migrate"]):
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
     settings = load_settings()
     logs.configure(settings)
+    if args == ["migrate"]:
+        print(migrate(settings.database_url))
+        return
+    if settings.migrate:
+        migrate(settings.database_url)
     registry = CollectorRegistry()
     metrics = PersisterMetrics(registry)
     # A cluster source holds one blocking read per stream, and a node may own every stream
@@ -49,6 +66,18 @@ def main() -> None:
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+def migrate(url: str) -> str:
+    """Bring the schema to the newest revision; returns a line saying where it is. When that is
+    impossible (a missing database the account may not create, access denied, unreachable),
+    prints one line and exits with code 2 (1 when unreachable)."""
+    store = Store(url)
+    try:
+        revision = migrations.upgrade_or_exit(store.engine)
+    finally:
+        store.close()
+    return f"{migrations.describe(store.engine.url)} is at revision {revision} (head)"
 
 
 if __name__ == "__main__":

@@ -49,8 +49,8 @@ class Worker:
         self._observed = 0.0
 
     async def start(self) -> None:
-        """Create the tables if needed, start the source, start the loop."""
-        await asyncio.to_thread(self.store.create_schema)
+        """Start the source, then the loop (the schema is the migrations' job: ``make migrate``,
+        or the persister's start unless ``CHAT_MIGRATE=0``)."""
         await self.source.start()
         self._task = asyncio.create_task(self.run(), name="persister")
 

@@ -15,8 +15,15 @@ connected to a database at head (see README.md, "Schema migrations").
 
 from __future__ import annotations
 
-import contextlib
 import logging
+
+# Alembic logs at INFO, on import and again for every command, which plugins and which
+# implementation it set up: keep it at WARNING (set before it is imported) unless the
+# application chose a level. What changed is logged here instead.
+if logging.getLogger("alembic").level == logging.NOTSET:
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +32,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import URL, Engine, create_engine, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -77,9 +85,13 @@ def current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def masked(url: URL) -> str:
-    """The URL as it can be printed: the password replaced by ``***``."""
-    return url.render_as_string(hide_password=True)
+def describe(url: URL) -> str:
+    """``database 'chat' at mysql+pymysql://chat:***@host/chat``: the password masked (an SQLite
+    URL is its own name)."""
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite":
+        return f"database {shown}"
+    return f"database {url.database!r} at {shown}"
 
 
 def upgrade(engine: Engine) -> str:
@@ -88,21 +100,30 @@ def upgrade(engine: Engine) -> str:
     Raises :class:`MigrationError` when that is impossible (missing database the account may
     not create, access denied, server unreachable, tables of unknown origin).
     """
-    _quiet_alembic()
     _prepare_sqlite(engine.url)
-    with _connect(engine) as conn, _locked(conn):
-        _adopt_unversioned(conn)
-        before = current(conn)
-        conn.commit()
-        command.upgrade(config(conn), "head")
-        revision = current(conn)
-        conn.commit()
+    with _connect(engine) as conn:
+        try:
+            with _locked(conn):
+                _adopt_unversioned(conn)
+                before = current(conn)
+                conn.commit()
+                command.upgrade(config(conn), "head")
+                revision = current(conn)
+                conn.commit()
+        except CommandError as exc:  # e.g. at a revision this code does not know (newer)
+            raise MigrationError(f"cannot migrate {describe(engine.url)}: {exc}") from None
+        except DBAPIError as exc:  # e.g. an account that may not CREATE TABLE; a lost server
+            code = 2 if _error_code(exc) in DENIED else 1
+            raise MigrationError(
+                f"cannot migrate {describe(engine.url)}: {_reason(exc)}", code
+            ) from None
     assert revision is not None
-    where = f"database {engine.url.database!r} at {masked(engine.url)}"
     if before == revision:
-        log.info("%s is at the newest revision, %s", where, revision)
+        log.info("%s is at the newest revision, %s", describe(engine.url), revision)
     else:
-        log.info("%s migrated from revision %s to %s", where, before or "(empty)", revision)
+        log.info(
+            "%s migrated from revision %s to %s", describe(engine.url), before or "(none)", revision
+        )
     return revision
 
 
@@ -119,20 +140,12 @@ def upgrade_or_exit(engine: Engine) -> str:
 # -- the steps ------------------------------------------------------------------------------
 
 
-def _quiet_alembic() -> None:
-    """Alembic says at INFO which plugins and implementation it set up, for every command; what
-    changed is logged here instead. A level set by the application is kept."""
-    alembic_log = logging.getLogger("alembic")
-    if alembic_log.level == logging.NOTSET:
-        alembic_log.setLevel(logging.WARNING)
-
-
-
 def _prepare_sqlite(url: URL) -> None:
     """An SQLite file's folder is created (the file itself is created on connect)."""
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        if not url.database.startswith("file:"):
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    name = url.database or ":memory:"
+    if url.get_backend_name() != "sqlite" or name == ":memory:" or name.startswith("file:"):
+        return  # not a file, or a URI (which names more than a path)
+    Path(name).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _connect(engine: Engine) -> Connection:
@@ -140,21 +153,18 @@ def _connect(engine: Engine) -> Connection:
         return engine.connect()
     except DBAPIError as exc:
         code = _error_code(exc)
-        name = engine.url.database
         if code == ER_BAD_DB:
             _create_database(engine.url)
             return engine.connect()
         if code == ER_DBACCESS_DENIED:
             raise MigrationError(
-                f"cannot migrate: this account may not use database {name!r} at "
-                f"{masked(engine.url)} (it may not exist; create it with CHARACTER SET utf8mb4 "
-                f"COLLATE utf8mb4_bin and grant the account access): {_reason(exc)}"
+                f"cannot migrate: this account may not use {describe(engine.url)} (if it does "
+                "not exist, create it with CHARACTER SET utf8mb4 COLLATE utf8mb4_bin; grant the "
+                f"account access): {_reason(exc)}"
             ) from None
-        exit_code = 2 if code in DENIED else 1
         raise MigrationError(
-            f"cannot migrate: cannot connect to database {name!r} at {masked(engine.url)}: "
-            f"{_reason(exc)}",
-            exit_code,
+            f"cannot migrate: cannot connect to {describe(engine.url)}: {_reason(exc)}",
+            2 if code in DENIED else 1,
         ) from None
 
 
@@ -178,18 +188,18 @@ def _create_database(url: URL) -> None:
     except DBAPIError as exc:
         if _error_code(exc) in DENIED:
             raise MigrationError(
-                f"cannot migrate: database {name!r} does not exist at {masked(url)} and this "
-                f"account may not create it ({_reason(exc)}): create it with CHARACTER SET "
-                "utf8mb4 COLLATE utf8mb4_bin, or grant CREATE"
+                f"cannot migrate: {describe(url)} does not exist and this account may not "
+                f"create it ({_reason(exc)}): create it with CHARACTER SET utf8mb4 COLLATE "
+                "utf8mb4_bin, or grant CREATE"
             ) from None
         raise MigrationError(
-            f"cannot migrate: database {name!r} does not exist at {masked(url)} and creating "
-            f"it failed: {_reason(exc)}",
+            f"cannot migrate: {describe(url)} does not exist and creating it failed: "
+            f"{_reason(exc)}",
             1,
         ) from None
     finally:
         server.dispose()
-    log.warning("created database %r (utf8mb4, utf8mb4_bin) at %s", name, masked(url))
+    log.warning("created %s (utf8mb4, utf8mb4_bin)", describe(url))
 
 
 @contextlib.contextmanager
@@ -205,8 +215,8 @@ def _locked(conn: Connection) -> Iterator[None]:
     conn.commit()
     if got != 1:
         raise MigrationError(
-            f"cannot migrate: another migration held the lock {LOCK_NAME!r} on "
-            f"{masked(conn.engine.url)} for {LOCK_TIMEOUT_S} s",
+            f"cannot migrate {describe(conn.engine.url)}: another migration held the lock "
+            f"{LOCK_NAME!r} for {LOCK_TIMEOUT_S} s",
             1,
         )
     try:
@@ -229,27 +239,28 @@ def _adopt_unversioned(conn: Connection) -> None:
         return
     if present != INITIAL_TABLES:
         raise MigrationError(
-            f"cannot migrate: database {conn.engine.url.database!r} at "
-            f"{masked(conn.engine.url)} has the tables {sorted(present)} but not "
-            f"{sorted(INITIAL_TABLES - present)} and no migration history: finish or remove "
-            "them by hand"
+            f"cannot migrate {describe(conn.engine.url)}: it has the tables {sorted(present)} "
+            f"but not {sorted(INITIAL_TABLES - present)}, and no migration history: complete "
+            "or drop them by hand"
         )
     command.stamp(config(conn), INITIAL)
     conn.commit()
     log.warning(
-        "database %r had the tables but no migration history: stamped at revision %s",
-        conn.engine.url.database,
+        "%s had the tables but no migration history (made before migrations): stamped at "
+        "revision %s",
+        describe(conn.engine.url),
         INITIAL,
     )
 
 
 def _error_code(exc: DBAPIError) -> int | None:
-    args = getattr(exc.orig, "args", ())
+    """The server's error number (pymysql puts it first in the exception's args)."""
+    args: tuple[object, ...] = getattr(exc.orig, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
 
 
 def _reason(exc: DBAPIError) -> str:
     """The driver's message, on one line."""
-    args = getattr(exc.orig, "args", ())
+    args: tuple[object, ...] = getattr(exc.orig, "args", ())
     message = args[1] if len(args) > 1 and isinstance(args[1], str) else str(exc.orig)
     return " ".join(message.split())

@@ -197,6 +197,7 @@ async def test_cluster_source_stop_writes_what_it_read_and_leaves_no_task(
     async def run_until(rows: int) -> None:
         redis = redis_client.connect(cluster.url, pool_size=SHARDS + 8)
         store = Store(mysql_url)
+        store.migrate()
         source = stream_source(
             redis,
             shards=SHARDS,

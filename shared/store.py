@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from shared import events
 from shared.tables import chat_participant, chat_room, message, metadata
@@ -198,10 +199,16 @@ class Store:
             return [_message(room, row) for row in conn.execute(query)]
 
     def last_seq(self, room: str) -> int:
-        """The highest stored seq of a room (0 when it has none)."""
+        """The highest stored seq of a room (0 when it has none, including when the database
+        was never migrated: it then holds no message, so live chat need not wait for it)."""
         query = select(func.max(message.c.seq)).where(message.c.room_id == room)
-        with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one() or 0)
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.execute(query).scalar_one() or 0)
+        except DBAPIError as exc:
+            if _never_migrated(exc):
+                return 0
+            raise
 
     def room_heads(self) -> dict[str, int]:
         """Every stored room with its highest stored seq (0 for a room without messages)."""
@@ -222,6 +229,17 @@ class Store:
 
 def _message(room: str, row: Any) -> events.Message:
     return events.message(room, int(row.seq), row.sender_id, row.content, to_ms(row.created_at))
+
+
+# MySQL/MariaDB: 1146 no such table, 1049 unknown database.
+_NOTHING_STORED = (1146, 1049)
+
+
+def _never_migrated(exc: DBAPIError) -> bool:
+    """Whether ``exc`` says the tables (or the database) do not exist, rather than that the
+    database cannot be reached."""
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    return code in _NOTHING_STORED or "no such table" in str(exc.orig)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -242,3 +242,21 @@ async def test_a_redis_that_lost_its_data_continues_rooms_from_the_database(
     await alice.send(type="send", room="kept", text="new")
     [new] = await alice.messages("kept", 1)
     assert new["seq"] == 6
+
+
+async def test_live_chat_needs_no_migrated_database(
+    start_server: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A gateway whose database was never migrated: joins, sends and presence still work (a
+    database without tables stores no message, so a new room's seq starts at 0)."""
+    gateway = start_server(
+        module="gateway",
+        chat_broker="redis",
+        chat_redis_url=redis_server.url,
+        chat_database_url=f"sqlite:///{tmp_path / 'never-migrated.db'}",
+    )
+    alice = await join(gateway, "alice", "fresh")
+    bob = await join(gateway, "bob", "fresh")
+    await alice.send(type="send", room="fresh", text="hi", cid="c1")
+    [got] = await bob.messages("fresh", 1)
+    assert (got["seq"], got["text"]) == (1, "hi")

@@ -272,7 +272,9 @@ class Node:
             return [], head.last_seq, True
         if missed > self.settings.recover_limit:
             recent = await self.broker.recent(room, None, limit)
-            return recent.messages, head.last_seq, False
+            # A second read: newer messages may have arrived; they come live, after `joined`.
+            older_than_head = [m for m in recent.messages if m["seq"] <= head.last_seq]
+            return older_than_head, head.last_seq, False
         messages = head.messages
         first = messages[0]["seq"] if messages else head.last_seq + 1
         if first > since + 1 and self.store is not None:

@@ -1,17 +1,29 @@
-"""``python -m stack`` (``make stack``): the native multi-gateway topology, until Ctrl-C."""
+"""``python -m stack`` (``make stack``): the native multi-gateway topology, until Ctrl-C.
+
+Stopping: SIGINT, SIGTERM or SIGHUP, once or many times, stop every part in order and exit 0
+(1 when a part stopped by itself). The signal handler only records the signal: the main loop,
+woken through ``signal.set_wakeup_fd``, does the work, so a second signal arriving while the
+first is being handled (``make`` and a terminal both forward one) cannot deadlock anything.
+Each part also dies with this process (``PR_SET_PDEATHSIG``, see ``stack.processes``): a SIGKILL
+of the launcher leaves nothing running.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
+import select
 import signal
 import sys
-import threading
-import time
 from pathlib import Path
+from types import FrameType
 
 from shared.config import load_settings
-from stack.processes import ROOT
+from stack.processes import ROOT, StartAborted, abort_waits
 from stack.topology import Stack, StackConfig
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def parse(argv: list[str]) -> StackConfig:
@@ -24,6 +36,17 @@ def parse(argv: list[str]) -> StackConfig:
     parser.add_argument("--persist", choices=["async", "sync"], default="async")
     parser.add_argument("--port", type=int, default=8080, help="nginx port")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".stack")
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run Prometheus (Debian's prometheus) scraping every gateway and persister",
+    )
+    parser.add_argument(
+        "--prometheus-port", type=int, default=9090, help="with --monitoring (0: any free port)"
+    )
+    parser.add_argument(
+        "--scrape-interval", default="5s", help="with --monitoring: scrape and rule interval"
+    )
     args = parser.parse_args(argv)
     return StackConfig(
         workdir=args.workdir.resolve(),
@@ -33,34 +56,74 @@ def parse(argv: list[str]) -> StackConfig:
         persist=args.persist,
         port=args.port,
         env={"CHAT_LOG_LEVEL": "info"},
+        monitoring=args.monitoring,
+        prometheus_port=args.prometheus_port,
+        scrape_interval=args.scrape_interval,
     )
 
 
-def tail(stack: Stack, stop: threading.Event) -> None:
-    """Stream every log file, each line prefixed with its process."""
-    offsets: dict[Path, int] = {}
-    while not stop.wait(0.2):
-        for part in stack.processes():
+class StopSignals:
+    """SIGINT/SIGTERM/SIGHUP, recorded by a handler that is safe to re-enter and handled by the
+    main loop.
+
+    The handler appends to a list and marks pending readiness waits as aborted: two plain
+    operations, whatever it interrupted (no lock, no I/O). ``signal.set_wakeup_fd`` makes the C
+    level write a byte to a pipe, which wakes :meth:`wait` at once.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        abort_waits()  # a stack still starting gives up at its next readiness poll
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` s, less if a signal comes; True once a stop was requested."""
+        if not self.received:
+            select.select([self._read], [], [], timeout)
+        try:
+            while os.read(self._read, 512):
+                pass
+        except BlockingIOError:
+            pass
+        return bool(self.received)
+
+    def ignore(self) -> None:
+        """Once everything has stopped: more signals must not turn a clean exit into a kill
+        (at interpreter exit Python puts the default handlers back)."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+class LogTail:
+    """Every part's log file, streamed with a ``name:port |`` prefix."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.offsets: dict[Path, int] = {}
+
+    def print_new(self) -> None:
+        for part in self.stack.processes():
             path = part.log_path
             if not path.exists():
                 continue
             with path.open("rb") as f:
-                f.seek(offsets.get(path, 0))
+                f.seek(self.offsets.get(path, 0))
                 data = f.read()
-                offsets[path] = f.tell()
+                self.offsets[path] = f.tell()
             for line in data.decode(errors="replace").splitlines():
-                print(f"{part.name}:{part.port} | {line}", flush=True)
+                print(f"{part.name}:{part.port} | {line}")
 
 
-def main(argv: list[str]) -> None:
-    config = parse(argv)
-    # Every chat process inherits this environment: an invalid CHAT_* stops us before anything
-    # starts, with the same one-line errors as theirs.
-    load_settings()
-    config.workdir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(config)
-    print(f"starting: {config}", flush=True)
-    stack.start()
+def announce(stack: Stack) -> None:
+    config = stack.config
     print(f"\nchat is up: open {stack.url}/  (nginx → {len(stack.gateways)} gateways)")
     print(f"  redis     {stack.redis.url}")
     print(f"  mariadb   {stack.database_url}")
@@ -68,27 +131,55 @@ def main(argv: list[str]) -> None:
         print(f"  {p.name:10}{p.url}/metrics")
     for g in stack.gateways:
         print(f"  {g.name:10}{g.url}  (gateway id {g.env['CHAT_GATEWAY_ID']})")
+    if stack.prometheus is not None:
+        print(f"  prometheus {stack.prometheus.url}  (alerts: {stack.prometheus.url}/alerts)")
     print(f"  logs      {config.workdir}/*/  (streamed below; Ctrl-C stops everything)\n")
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    tailer = threading.Thread(target=tail, args=(stack, stopping), daemon=True)
-    tailer.start()
+
+
+def main(argv: list[str]) -> int:
+    # One line per print even into a file or a pipe (tests and `make` read it as it comes).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    config = parse(argv)
+    # Before anything starts: from here on a stop signal never kills us half-way.
+    signals = StopSignals()
     try:
-        while not stopping.is_set():
-            time.sleep(0.5)
+        return run(config, signals)
+    finally:
+        signals.ignore()
+
+
+def run(config: StackConfig, signals: StopSignals) -> int:
+    """Start the stack, stream its logs until a stop signal or a part's death, stop it."""
+    # Every chat process inherits this environment: an invalid CHAT_* stops us before anything
+    # starts, with the same one-line errors as theirs.
+    load_settings()
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(config)
+    print(f"starting: {config}")
+    try:
+        stack.start()  # on any failure it has stopped what it started
+    except StartAborted:
+        print("stopped while starting", flush=True)
+        return 0
+    announce(stack)
+    tail = LogTail(stack)
+    code = 0
+    try:
+        while not signals.wait(0.2):
+            tail.print_new()
             dead = [p for p in stack.processes() if not p.running]
             if dead:
-                print(f"stopped unexpectedly: {[p.name for p in dead]}", flush=True)
+                print(f"stopped unexpectedly: {[p.name for p in dead]}")
+                code = 1
                 break
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
-        stopping.set()
-        print("stopping…", flush=True)
-        stack.stop()
-        tailer.join()
+        print("stopping…")
+        stack.stop()  # more signals meanwhile are only recorded: they cannot cut it short
+        tail.print_new()
+        print("stopped", flush=True)
+    return code
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

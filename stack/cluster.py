@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import redis
 
-from stack.processes import RedisServer, binary, wait_until
+from stack.processes import RedisServer, binary, die_with_parent, wait_until
 
 SLOTS = 16384
 BUS_OFFSET = 10000  # Redis Cluster's bus port is the client port + 10000
@@ -157,6 +157,7 @@ class LocalRedisCluster:
                     "--cluster-replicas", str(self.replicas), "--cluster-yes",
                 ],
                 capture_output=True, text=True, timeout=self.ready_timeout,
+                preexec_fn=die_with_parent(),
             )  # fmt: skip
             if result.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed:\n{result.stdout}")

@@ -1,16 +1,27 @@
 """One class per kind of process the stack runs, each started on a free port and awaited until
-ready (readiness is polled: these are processes we start, not events we can subscribe to)."""
+ready (readiness is polled: these are processes we start, not events we can subscribe to).
+
+Every process started here dies with its starter: each child asks the kernel for SIGTERM when the
+thread that forked it ends (``PR_SET_PDEATHSIG``), so even a SIGKILL of ``python -m stack`` leaves
+nothing running. The kernel ties that signal to the forking *thread*, not the process: start
+processes from the main thread (``python -m stack`` has no other); from any other thread they are
+started without it, since they would otherwise be stopped as soon as that thread ends.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +30,48 @@ from string import Template
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when this process dies (SIGKILL
+    included), or None where that is not possible (not Linux, or not on the main thread).
+
+    SIGTERM rather than SIGKILL: every part stops cleanly on it (nginx stops its workers, MariaDB
+    and Redis shut down, gateways close their sockets with 1001, persisters flush). It runs in the
+    forked child before ``exec``, so it only calls ``prctl`` and ``getppid``; if the parent died
+    before ``prctl`` took effect, nobody would signal the child: it exits at once instead.
+    """
+    if _LIBC is None or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = _LIBC.prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+class StartAborted(Exception):
+    """A stop was requested (a signal) while waiting for a part to be ready."""
+
+
+_aborted = False
+
+
+def abort_waits() -> None:
+    """Make every current and future :func:`wait_until` raise :class:`StartAborted`.
+
+    Safe from a signal handler, however often re-entered: it only assigns a module variable.
+    """
+    global _aborted
+    _aborted = True
 
 
 def free_port() -> int:
@@ -29,9 +82,12 @@ def free_port() -> int:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "it") -> None:
-    """Poll ``predicate`` until true, or raise ``TimeoutError``."""
+    """Poll ``predicate`` until true, or raise ``TimeoutError`` (``StartAborted`` once
+    :func:`abort_waits` was called)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if _aborted:
+            raise StartAborted(f"stop requested while waiting for {what}")
         if predicate():
             return
         time.sleep(0.02)
@@ -90,7 +146,7 @@ class Process:
         self.prepare()
         with self.log_path.open("ab") as log:
             # A session of its own: a Ctrl-C reaches the stack runner, which stops every part
-            # in order, instead of reaching every part at once.
+            # in order, instead of reaching every part at once. It dies with the runner.
             self.proc = subprocess.Popen(
                 self.command(),
                 cwd=ROOT,
@@ -98,6 +154,7 @@ class Process:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
 
         def up() -> bool:
@@ -106,7 +163,12 @@ class Process:
                 raise RuntimeError(f"{self.name} exited:\n{self.log()[-3000:]}")
             return self.ready()
 
-        wait_until(up, self.ready_timeout, f"{self.name} on port {self.port}")
+        try:
+            wait_until(up, self.ready_timeout, f"{self.name} on port {self.port}")
+        except BaseException:
+            # Not ready (timed out, exited, or a stop was requested): nothing stays behind.
+            self.stop(timeout=10)
+            raise
         return self
 
     def log(self) -> str:
@@ -238,6 +300,7 @@ class MariaDB(Process):
             ],
             capture_output=True,
             text=True,
+            preexec_fn=die_with_parent(),
         )  # fmt: skip
 
     def command(self) -> list[str]:
@@ -336,3 +399,99 @@ class Nginx(WebProcess):
         self.prepare()
         assert self.proc is not None
         self.proc.send_signal(signal.SIGHUP)
+
+
+MONITORING = ROOT / "monitoring"
+SCRAPE_JOBS = ("chat-gateway", "chat-persister")  # the job names of every shipped config
+
+
+@dataclass
+class Prometheus(WebProcess):
+    """A private Prometheus (Debian's ``prometheus``) scraping the stack's gateways and persisters,
+    with the shipped alert rules (``monitoring/prometheus/rules.yml``).
+
+    Targets come from files (``file_sd_configs``) that :meth:`set_targets` rewrites, so a gateway
+    added later is scraped without a restart.
+    """
+
+    scrape_interval: str = "5s"
+    targets: dict[str, list[str]] = field(default_factory=dict)  # job -> ["127.0.0.1:port", ...]
+    rules: Path = MONITORING / "prometheus" / "rules.yml"
+    name = "prometheus"
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "prometheus.yml"
+
+    def targets_file(self, job: str) -> Path:
+        return self.dir / "targets" / f"{job}.json"
+
+    def set_targets(self, job: str, targets: list[str]) -> None:
+        """Replace the targets of ``job`` (written atomically: Prometheus watches the file)."""
+        self.targets[job] = list(targets)
+        path = self.targets_file(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps([{"targets": self.targets[job]}] if targets else []))
+        temporary.replace(path)
+
+    def config(self) -> dict[str, Any]:
+        """The configuration (JSON is YAML): one job per part kind, plus Prometheus itself."""
+        jobs: list[dict[str, Any]] = [
+            {
+                "job_name": job,
+                "file_sd_configs": [{"files": [str(self.targets_file(job))]}],
+            }
+            for job in SCRAPE_JOBS
+        ]
+        jobs.append(
+            {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{self.port}"]}]}
+        )
+        return {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
+            "rule_files": [str(self.rules)],
+            "scrape_configs": jobs,
+        }
+
+    def prepare(self) -> None:
+        for job in SCRAPE_JOBS:
+            self.set_targets(job, self.targets.get(job, []))
+        self.conf.write_text(
+            "# Generated by `python -m stack --monitoring`.\n" + json.dumps(self.config(), indent=2)
+        )
+
+    def command(self) -> list[str]:
+        return [
+            binary("prometheus", "/usr/bin/prometheus"),
+            f"--config.file={self.conf}",
+            f"--storage.tsdb.path={self.dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+
+    def ready(self) -> bool:
+        try:
+            return http_get(self.url + "/-/ready", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    def api(self, path: str, **params: str) -> Any:
+        """``GET /api/v1/<path>``: the ``data`` of a successful answer, else ``RuntimeError``."""
+        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        status, body = http_get(url)
+        answer = json.loads(body)
+        if status != 200 or answer.get("status") != "success":
+            raise RuntimeError(f"{path} {params}: HTTP {status}: {body[:500]!r}")
+        return answer["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Evaluate ``expr`` now; the vector's samples (a scalar comes back as one sample)."""
+        data = self.api("query", query=expr)
+        if data["resultType"] in {"scalar", "string"}:
+            return [{"metric": {}, "value": data["result"]}]
+        result: list[dict[str, Any]] = data["result"]
+        return result

@@ -1,5 +1,5 @@
-"""The whole topology: Redis (one server or a local cluster), MariaDB, a persister, N gateways and
-nginx, started in order."""
+"""The whole topology: Redis (one server or a local cluster), MariaDB, a persister, N gateways,
+nginx and, optionally, a Prometheus scraping them, started in order."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stack.cluster import LocalRedisCluster
-from stack.processes import ChatProcess, MariaDB, Nginx, RedisServer, wait_until
+from stack.processes import (
+    ChatProcess,
+    MariaDB,
+    Nginx,
+    Prometheus,
+    RedisServer,
+    free_port,
+    wait_until,
+)
 
 
 @dataclass
@@ -24,6 +32,9 @@ class StackConfig:
     port: int = 8080
     persisters: int = 1
     env: dict[str, str] = field(default_factory=dict)  # extra CHAT_* for every chat process
+    monitoring: bool = False  # a private Prometheus scraping gateways and persisters
+    prometheus_port: int = 0  # 0: any free port
+    scrape_interval: str = "5s"  # also the rules' evaluation interval
 
 
 class Stack:
@@ -41,6 +52,7 @@ class Stack:
         self.persisters: list[ChatProcess] = []
         self.gateways: list[ChatProcess] = []
         self.nginx: Nginx | None = None
+        self.prometheus: Prometheus | None = None
 
     @property
     def database_url(self) -> str:
@@ -83,6 +95,14 @@ class Stack:
                 upstreams=[f"127.0.0.1:{g.port}" for g in self.gateways],
             )
             self.nginx.start()
+            if self.config.monitoring:
+                self.prometheus = Prometheus(
+                    self.config.workdir / "prometheus",
+                    port=self.config.prometheus_port or free_port(),
+                    scrape_interval=self.config.scrape_interval,
+                    targets=self.scrape_targets(),
+                )
+                self.prometheus.start()
         except BaseException:
             self.stop()
             raise
@@ -95,6 +115,7 @@ class Stack:
             env=self.chat_env(CHAT_PERSISTER_ID=name),
         )
         self.persisters.append(persister.start())
+        self.update_scrape_targets()
         return persister
 
     def add_gateway(self) -> ChatProcess:
@@ -105,7 +126,20 @@ class Stack:
             env=self.chat_env(CHAT_GATEWAY_ID=f"gateway-{n}"),
         )
         self.gateways.append(gateway.start())
+        self.update_scrape_targets()
         return gateway
+
+    def scrape_targets(self) -> dict[str, list[str]]:
+        """What Prometheus scrapes: every gateway and persister (stopped ones show as down)."""
+        return {
+            "chat-gateway": [f"127.0.0.1:{g.port}" for g in self.gateways],
+            "chat-persister": [f"127.0.0.1:{p.port}" for p in self.persisters],
+        }
+
+    def update_scrape_targets(self) -> None:
+        if self.prometheus is not None:
+            for job, targets in self.scrape_targets().items():
+                self.prometheus.set_targets(job, targets)
 
     def kill_gateway(self, index: int, sig: int = signal.SIGKILL) -> int:
         """Stop one gateway with ``sig``; nginx keeps routing to the others."""
@@ -131,9 +165,12 @@ class Stack:
         parts: list[Any] = [*self.redis_servers(), self.mariadb, *self.persisters, *self.gateways]
         if self.nginx is not None:
             parts.append(self.nginx)
+        if self.prometheus is not None:
+            parts.append(self.prometheus)
         return parts
 
     def stop(self) -> None:
-        """Stop in reverse order: nginx, gateways (1001 to clients), persisters (flush), stores."""
+        """Stop in reverse order: Prometheus, nginx, gateways (1001 to clients), persisters
+        (flush), stores."""
         for part in reversed(self.processes()):
             part.stop()

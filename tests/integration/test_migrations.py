@@ -427,11 +427,17 @@ def test_the_embedded_server_brings_its_sqlite_file_to_head(
 
 def test_make_migrate_runs_the_persister_command() -> None:
     result = subprocess.run(
-        ["make", "-n", "migrate"], cwd=ROOT, capture_output=True, text=True, timeout=30
+        ["make", "--no-print-directory", "-n", "migrate"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == ".venv/bin/python -m persister migrate"
-    listed = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True)
+    listed = subprocess.run(
+        ["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True
+    )
     assert any(line.split()[:1] == ["migrate"] for line in listed.stdout.splitlines())
 
 

@@ -99,7 +99,8 @@ async def room_messages(request: Request, caller: Identity | None) -> Response:
     try:
         messages, more = await node.history(room, before, limit or node.settings.history_limit)
     except errors.Unavailable as exc:
-        return json_response(events.error(errors.UNAVAILABLE, str(exc)), 503)
+        log.warning("history of %s unavailable (ref %s): %s", room, exc.ref, exc)
+        return json_response(events.error(errors.UNAVAILABLE, exc.public), 503)
     return json_response({"room": room, "messages": messages, "more": more})
 
 

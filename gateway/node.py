@@ -127,10 +127,12 @@ class Node:
         except ProtocolError as exc:
             conn.send_error(exc)
         except Unavailable as exc:
+            kind = type(cmd).__name__.lower()
+            log.warning("%s from %s unavailable (ref %s): %s", kind, conn.user, exc.ref, exc)
             conn.send_error(
                 ProtocolError(
                     errors.UNAVAILABLE,
-                    f"temporarily unavailable, retry: {exc}",
+                    exc.public,
                     cid=getattr(cmd, "cid", None),
                     room=getattr(cmd, "room", None),
                 )

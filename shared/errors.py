@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 # Close codes.
 NORMAL = 1000
 GOING_AWAY = 1001  # gateway shutting down: reconnect elsewhere
@@ -52,4 +54,17 @@ class Refused(Exception):
 
 
 class Unavailable(Exception):
-    """The broker or the store cannot be reached right now; the client may retry."""
+    """The broker or the store cannot be reached right now; the client may retry.
+
+    Its message is for the log only (it may hold a driver's error, SQL, host names): clients get
+    :attr:`public`, which names the :attr:`ref` the log line carries too.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.ref = secrets.token_hex(6)
+
+    @property
+    def public(self) -> str:
+        """What a client is told."""
+        return f"temporarily unavailable, retry (ref {self.ref})"

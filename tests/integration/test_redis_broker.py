@@ -260,3 +260,29 @@ async def test_live_chat_needs_no_migrated_database(
     await alice.send(type="send", room="fresh", text="hi", cid="c1")
     [got] = await bob.messages("fresh", 1)
     assert (got["seq"], got["text"]) == (1, "hi")
+
+
+async def test_unavailable_errors_name_a_ref_and_carry_no_internals(
+    start_server: Any, redis_server: RedisServer
+) -> None:
+    """The database is down: a new room's join cannot verify its seq. The client gets the code
+    and a fixed detail with a reference; the driver's error goes to the log under that ref."""
+    gateway = start_server(
+        module="gateway",
+        chat_broker="redis",
+        chat_redis_url=redis_server.url,
+        chat_database_url="mysql+pymysql://chat:secret@127.0.0.1:1/chat",  # nothing listens
+    )
+    alice = await Client.connect(f"{gateway.ws_url}?user=alice")
+    await alice.send(type="join", room="down")
+    error = await alice.expect("error", room="down", timeout=30)
+    assert error["code"] == "unavailable"
+    ref = error["detail"].removeprefix("temporarily unavailable, retry (ref ").removesuffix(")")
+    assert error["detail"] == f"temporarily unavailable, retry (ref {ref})" and len(ref) == 12
+    status, body = http_get(gateway.url + "/api/rooms/down/messages")
+    page = orjson.loads(body)
+    assert status == 503 and page["detail"].startswith("temporarily unavailable, retry (ref ")
+    for detail in (error["detail"], page["detail"]):
+        assert "MySQL" not in detail and "127.0.0.1" not in detail and "secret" not in detail
+    logged = [line for line in gateway.log().splitlines() if f"ref {ref}" in line]
+    assert logged and "MySQL" in logged[0]

@@ -123,7 +123,7 @@ def redis_server_flush(redis_server: RedisServer) -> None:
 def measure_sync(mariadb: MariaDB, count: int) -> float:
     url = mariadb.create_database("sync")
     store = Store(url)
-    store.create_schema()
+    store.migrate()
     now = int(time.time() * 1000)
     started = time.perf_counter()
     for n in range(count):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from persister.batcher import Batcher
@@ -93,6 +94,17 @@ class Worker:
         while len(self.batcher):
             await self.flush()
 
+    def _conflict(self, row: Mapping[str, Any]) -> None:
+        # Never a silent no-op: the newcomer is kept in message_conflict, counted and logged.
+        self.metrics.conflicts.inc()
+        log.error(
+            "seq %s of room %r already holds another message; the one from %r is kept in "
+            "message_conflict",
+            row["seq"],
+            row["room_id"],
+            row["sender_id"],
+        )
+
     async def flush(self) -> None:
         """Write one batch (retrying until it commits), then acknowledge it."""
         batch = self.batcher.take()
@@ -102,7 +114,9 @@ class Worker:
         while True:
             started = time.perf_counter()
             try:
-                written = await asyncio.to_thread(self.store.write, [e for _, e in batch])
+                written = await asyncio.to_thread(
+                    self.store.write, [e for _, e in batch], self._conflict
+                )
                 break
             except Exception as exc:
                 self.healthy = False

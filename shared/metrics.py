@@ -86,6 +86,11 @@ class PersisterMetrics:
         self.rows_written = Counter(
             "chat_persist_rows_written", "Message rows written", registry=registry
         )
+        self.conflicts = Counter(
+            "chat_persist_conflicts",
+            "Messages whose (room, seq) another message already had (kept in message_conflict)",
+            registry=registry,
+        )
         self.write_failures = Counter(
             "chat_persist_write_failures", "Batch writes that failed (retried)", registry=registry
         )

@@ -7,17 +7,17 @@ in ``sync`` persist mode).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, tuple_, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from shared import events
-from shared.tables import chat_participant, chat_room, message, metadata
+from shared.tables import chat_participant, chat_room, message, message_conflict
 
 MESSAGE_ROW = ("room_id", "seq", "sender_id", "content", "created_at")  # keys of a message row
 
@@ -49,10 +49,12 @@ class Store:
         self._dialect = self.engine.dialect.name
         self._known_rooms: set[str] = set()  # rooms whose chat_room row is committed
         insert = self._insert(message)
+        # A row whose (room_id, seq) exists is skipped, and the statement's row count says how
+        # many were new: fewer than sent means redeliveries, or a collision (checked then).
         self._message_insert = (
             insert.on_conflict_do_nothing()
             if self._dialect == "sqlite"
-            else insert.on_duplicate_key_update(seq=insert.inserted.seq)  # a no-op: keep the row
+            else insert.prefix_with("IGNORE")
         )
         # MySQL: the insert compiled once and run by the driver's executemany (one multi-row
         # statement, values escaped and bound by pymysql), skipping SQLAlchemy's per-row
@@ -63,11 +65,6 @@ class Store:
             and self.engine.dialect.paramstyle == "pyformat"
             else None
         )
-
-    def create_schema(self) -> None:
-        """Create missing tables straight from ``shared.tables`` (idempotent), with no migration
-        history: for tests. Deployments use :meth:`migrate`."""
-        metadata.create_all(self.engine)
 
     def migrate(self) -> str:
         """Bring the schema to the newest migration, creating a missing database when allowed
@@ -87,12 +84,18 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def write(self, entries: Iterable[Mapping[str, Any]]) -> int:
+    def write(
+        self,
+        entries: Iterable[Mapping[str, Any]],
+        on_conflict: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> int:
         """Apply persist entries in one transaction; returns the number of message entries.
 
         Entries are ``{"type": "message", room, seq, user, text, ts}`` or
         ``{"type": "join" | "leave", room, user, ts}``. Replaying a batch is a no-op: messages
-        are unique on ``(room_id, seq)``.
+        are unique on ``(room_id, seq)``. A message whose ``(room_id, seq)`` is already held by a
+        *different* message is never dropped as a replay: it is kept in ``message_conflict``
+        and reported to ``on_conflict`` (its row, as stored there).
         """
         rooms: dict[str, int] = {}
         rows: list[dict[str, Any]] = []
@@ -116,7 +119,9 @@ class Store:
             if new_rooms:
                 self._insert_rooms(conn, new_rooms)
             if rows:
-                self._insert_messages(conn, rows)
+                for conflict in self._insert_messages(conn, rows):
+                    if on_conflict is not None:
+                        on_conflict(conflict)
             for entry in members:
                 self._apply_membership(conn, entry)
         # Rooms are never deleted: once a room row is committed, later batches skip it.
@@ -141,11 +146,31 @@ class Store:
             stmt, [{"room_id": r, "created_at": to_datetime(ts)} for r, ts in rooms.items()]
         )
 
-    def _insert_messages(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def _insert_messages(
+        self, conn: Connection, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Insert new rows; returns the colliding ones (kept in ``message_conflict``)."""
         if self._message_sql is not None:
-            conn.exec_driver_sql(self._message_sql, rows)
+            inserted = conn.exec_driver_sql(self._message_sql, rows).rowcount
         else:
-            conn.execute(self._message_insert, rows)
+            inserted = conn.execute(self._message_insert, rows).rowcount
+        if 0 <= inserted == len(rows):
+            return []
+        # Some rows were skipped: replays of what is stored (fine), or collisions (not fine).
+        keys = [(row["room_id"], row["seq"]) for row in rows]
+        query = select(
+            message.c.room_id, message.c.seq, message.c.sender_id, message.c.content
+        ).where(tuple_(message.c.room_id, message.c.seq).in_(keys))
+        stored = {(r.room_id, r.seq): (r.sender_id, r.content) for r in conn.execute(query)}
+        conflicts = [
+            {**row, "detected_at": datetime.now(UTC).replace(tzinfo=None)}
+            for row in rows
+            if stored.get((row["room_id"], row["seq"]), (row["sender_id"], row["content"]))
+            != (row["sender_id"], row["content"])
+        ]
+        if conflicts:
+            conn.execute(message_conflict.insert(), conflicts)
+        return conflicts
 
     def _apply_membership(self, conn: Connection, entry: Mapping[str, Any]) -> None:
         at = to_datetime(entry["ts"])

@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -60,5 +61,21 @@ message = Table(
     Column("content", Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb"), nullable=False),
     Column("created_at", _TIME, nullable=False),
     UniqueConstraint("room_id", "seq", name="uq_message_room_seq"),
+    **_MYSQL,
+)
+
+# A message that arrived with the (room, seq) of another, different message: kept, not dropped
+# (shared/store.py; migration 0002).
+message_conflict = Table(
+    "message_conflict",
+    metadata,
+    Column("conflict_id", _ID, primary_key=True, autoincrement=True),
+    Column("room_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("sender_id", String(64), nullable=False),
+    Column("content", Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb"), nullable=False),
+    Column("created_at", _TIME, nullable=False),
+    Column("detected_at", _TIME, nullable=False),
+    Index("ix_message_conflict_room_seq", "room_id", "seq"),
     **_MYSQL,
 )

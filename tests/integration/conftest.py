@@ -21,7 +21,7 @@ def start_gateways_on(start_server: Any, tmp_path: Path) -> Any:
     """``start_gateways_on(redis_url, n, **env)``: n ``python -m gateway`` processes sharing
     ``redis_url`` (one Redis or a cluster) and one SQLite store, named gw0..gw<n-1>."""
     store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
-    store.create_schema()  # the persister's job in a real deployment
+    store.migrate()  # the persister's job in a real deployment
     store.close()
 
     def start(redis_url: str, n: int, **env: Any) -> list[ChatServer]:

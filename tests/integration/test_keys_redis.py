@@ -52,7 +52,7 @@ async def test_users_whose_names_and_cids_join_alike_both_publish(
     # and COMMIT (sync); each keys its cid as keys.cid(room, user, cid).
     settings = Settings(broker="redis", redis_url=redis_server.url, persist_mode=mode)
     store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
-    store.create_schema()
+    store.migrate()
     client = redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True)
     publisher = publisher_for(client, settings, store)
     try:

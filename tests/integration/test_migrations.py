@@ -234,7 +234,10 @@ def test_a_create_all_database_is_stamped_not_recreated(
     )
     store = Store(url)
     try:
-        store.create_schema()  # what every start did before migrations
+        # What every start did before migrations: create_all of the tables of then.
+        tables.metadata.create_all(
+            store.engine, tables=[tables.chat_room, tables.chat_participant, tables.message]
+        )
         store.write(
             [{"type": "message", "room": "lobby", "seq": 1, "user": "ann", "text": "hi", "ts": 1}]
         )

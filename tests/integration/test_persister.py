@@ -237,7 +237,7 @@ async def test_sync_mode_stores_before_the_echo_and_refuses_without_database(
 ) -> None:
     from shared.store import Store
 
-    Store(stack.url).create_schema()  # a persister would do this; sync mode needs none
+    Store(stack.url).migrate()  # a persister would do this; sync mode needs none
     gateway = stack.gateway(chat_persist_mode="sync")
     alice = await join(gateway, "alice", "sync")
     bob = await join(gateway, "bob", "sync")

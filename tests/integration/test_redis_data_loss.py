@@ -86,7 +86,7 @@ async def test_empty_redis_while_the_persister_lags_never_reissues_a_delivered_s
 ) -> None:
     room = "empty"
     schema = Store(stack.url)
-    schema.create_schema()  # the persister's job; it does not run yet
+    schema.migrate()  # the persister's job; it does not run yet
     schema.close()
     a, b = stack.gateway(chat_gateway_id="gw0"), stack.gateway(chat_gateway_id="gw1")
     alice, bob = await join(a, "alice", room), await join(b, "bob", room)

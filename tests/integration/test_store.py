@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from shared.store import Store, to_ms
-from shared.tables import chat_participant, chat_room
+from shared.tables import chat_participant, chat_room, message_conflict
 
 pytestmark = pytest.mark.anyio
 
@@ -21,8 +21,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     else:
         url = request.getfixturevalue("mysql_url")
     store = Store(url)
-    store.create_schema()
-    store.create_schema()  # idempotent
+    store.migrate()
+    store.migrate()  # idempotent
     yield store
     store.close()
 
@@ -33,10 +33,27 @@ def msg(room: str, seq: int, text: str = "t", ts: int = 1_700_000_000_123) -> di
 
 def test_batches_are_idempotent(store: Store) -> None:
     store.write([msg("a", 1), msg("a", 2), msg("b", 1)])
-    store.write([msg("a", 2, "replayed"), msg("a", 3)])  # a redelivery overlapping the last batch
+    conflicts: list[object] = []
+    # A redelivery overlapping the last batch: not a conflict.
+    store.write([msg("a", 2), msg("a", 3)], on_conflict=conflicts.append)
     assert store.count_messages() == 4
     assert [m["text"] for m in store.after("a", 0, 10)] == ["t", "t", "t"]
     assert store.room_heads() == {"a": 3, "b": 1}
+    assert conflicts == []
+
+
+def test_a_seq_taken_by_another_message_is_kept_aside_and_reported(store: Store) -> None:
+    store.write([msg("a", 1, "first"), msg("a", 2, "second")])
+    conflicts: list[dict[str, object]] = []
+    store.write([msg("a", 2, "other"), msg("a", 3, "third")], on_conflict=conflicts.append)
+    assert [(c["room_id"], c["seq"], c["content"]) for c in conflicts] == [("a", 2, "other")]
+    # The stored message stays; the newcomer is kept, not dropped.
+    assert [m["text"] for m in store.after("a", 0, 10)] == ["first", "second", "third"]
+    with store.engine.connect() as conn:
+        kept = conn.execute(
+            select(message_conflict.c.room_id, message_conflict.c.seq, message_conflict.c.content)
+        ).all()
+    assert [tuple(r) for r in kept] == [("a", 2, "other")]
 
 
 def test_text_and_time_round_trip(store: Store) -> None:

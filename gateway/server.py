@@ -49,6 +49,7 @@ def uvicorn_config(app: Starlette, settings: Settings, port: int | None = None) 
         ws_ping_timeout=settings.ping_timeout_s,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's records go through our handler (shared/logs.py)
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
         lifespan="on",
         # The gateway resolves X-Forwarded-For itself, against CHAT_TRUSTED_PROXIES.

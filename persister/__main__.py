@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.persister_port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's records go through our handler (shared/logs.py)
         access_log=False,
     )
 

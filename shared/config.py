@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     # /healthz fails once a background task (Redis subscriber, presence) is down this long.
     unhealthy_after_s: float = Field(default=60.0, gt=0)
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for collectors
 
     @field_validator("auth_secret")
     @classmethod

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
+import jwt
 import orjson
 import pytest
 import redis
@@ -286,3 +288,31 @@ async def test_unavailable_errors_name_a_ref_and_carry_no_internals(
         assert "MySQL" not in detail and "127.0.0.1" not in detail and "secret" not in detail
     logged = [line for line in gateway.log().splitlines() if f"ref {ref}" in line]
     assert logged and "MySQL" in logged[0]
+
+
+async def test_json_logs_are_one_object_per_line_and_never_hold_a_token(
+    start_server: Any, redis_server: RedisServer
+) -> None:
+    secret = "s" * 32
+    gateway = start_server(
+        module="gateway",
+        chat_broker="redis",
+        chat_redis_url=redis_server.url,
+        chat_log_format="json",
+        chat_log_level="info",
+        chat_auth_secret=secret,
+        chat_database_url="mysql+pymysql://chat:pw@127.0.0.1:1/chat",  # down: warnings to log
+    )
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, secret, algorithm="HS256")
+    alice = await Client.connect(f"{gateway.ws_url}?token={token}")
+    await alice.send(type="join", room="logged")
+    error = await alice.expect("error", room="logged", timeout=30)
+    ref = error["detail"].rsplit(" ", 1)[-1].rstrip(")")
+    forged = await Client.connect(f"{gateway.ws_url}?token={token[:-4]}AAAA")
+    assert await forged.closed() == 4001
+    lines = [line for line in gateway.log().splitlines() if line.strip()]
+    records = [orjson.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any(r["logger"].startswith("uvicorn") for r in records)  # uvicorn's own, too
+    assert any(ref in r["message"] and r["level"] == "WARNING" for r in records)
+    assert not any(token[:-4] in line for line in lines)

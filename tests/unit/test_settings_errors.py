@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.config import Settings, load_settings, setting_errors
+from shared.logs import RedactTokens
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,3 +99,14 @@ def test_derived_defaults() -> None:
         "p1",
     )
     assert Settings(gateway_id="").gateway_id == host_and_pid
+
+
+def test_log_lines_never_carry_a_token() -> None:
+    record = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:1", "/ws?user=a&token=eyJhbGc.eyJzdWI.sig&room=x"), None,
+    )  # fmt: skip
+    assert RedactTokens().filter(record)
+    assert record.getMessage() == (
+        '127.0.0.1:1 - "WebSocket /ws?user=a&token=<redacted>&room=x" [accepted]'
+    )

@@ -11,7 +11,17 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text, tuple_, update
+from sqlalchemy import (
+    Engine,
+    case,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -173,28 +183,38 @@ class Store:
         return conflicts
 
     def _apply_membership(self, conn: Connection, entry: Mapping[str, Any]) -> None:
+        """Apply a join or leave only if it is newer than the row's last transition: entries
+        may arrive out of order (two persister replicas, a redelivery after a claim). A leave
+        wins a tie (the same millisecond); ``joined_at`` keeps the earliest join."""
         at = to_datetime(entry["ts"])
-        key = {"room_id": entry["room"], "user_id": entry["user"]}
-        if entry["type"] == "join":
-            stmt = self._insert(chat_participant).values(**key, joined_at=at, exited_at=None)
-            # The first join is kept; a later join only clears the exit.
-            stmt = (
-                stmt.on_conflict_do_update(
-                    index_elements=["room_id", "user_id"], set_={"exited_at": None}
-                )
-                if self._dialect == "sqlite"
-                else stmt.on_duplicate_key_update(exited_at=None)
-            )
-            conn.execute(stmt)
-        else:
-            conn.execute(
-                update(chat_participant)
-                .where(
-                    chat_participant.c.room_id == entry["room"],
-                    chat_participant.c.user_id == entry["user"],
-                )
-                .values(exited_at=at)
-            )
+        row = chat_participant.c
+        joining = entry["type"] == "join"
+        newer = or_(
+            row.changed_at.is_(None), row.changed_at < at if joining else row.changed_at <= at
+        )
+        # Listed in this order on purpose: MySQL assigns left to right, so exited_at must be
+        # decided before changed_at moves (SQLite reads the old row for every assignment).
+        changes = [
+            (
+                "joined_at",
+                case((row.joined_at > at, at), else_=row.joined_at) if joining else row.joined_at,
+            ),
+            ("exited_at", case((newer, None if joining else at), else_=row.exited_at)),
+            ("changed_at", case((newer, at), else_=row.changed_at)),
+        ]
+        stmt = self._insert(chat_participant).values(
+            room_id=entry["room"],
+            user_id=entry["user"],
+            joined_at=at,
+            exited_at=None if joining else at,
+            changed_at=at,
+        )
+        stmt = (
+            stmt.on_conflict_do_update(index_elements=["room_id", "user_id"], set_=dict(changes))
+            if self._dialect == "sqlite"
+            else stmt.on_duplicate_key_update(changes)
+        )
+        conn.execute(stmt)
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -47,6 +47,9 @@ chat_participant = Table(
     Column("user_id", String(64), nullable=False),
     Column("joined_at", _TIME, nullable=False),
     Column("exited_at", _TIME, nullable=True),
+    # When the last applied join or leave happened: an older one arriving later is ignored
+    # (migration 0003; NULL for rows from before it).
+    Column("changed_at", _TIME, nullable=True),
     PrimaryKeyConstraint("room_id", "user_id"),
     **_MYSQL,
 )

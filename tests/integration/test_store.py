@@ -98,3 +98,37 @@ def test_membership(store: Store) -> None:
     assert to_ms(row.joined_at) == 1000
     assert row.exited_at is None
     assert rooms == ["m"]
+
+
+def member_row(store: Store, room: str, user: str) -> tuple[object, object]:
+    query = select(chat_participant.c.joined_at, chat_participant.c.exited_at).where(
+        chat_participant.c.room_id == room, chat_participant.c.user_id == user
+    )
+    with store.engine.connect() as conn:
+        joined, exited = conn.execute(query).one()
+    return (to_ms(joined), None if exited is None else to_ms(exited))
+
+
+def change(kind: str, ts: int, user: str = "ann") -> dict[str, object]:
+    return {"type": kind, "room": "r", "user": user, "ts": ts}
+
+
+@pytest.mark.parametrize(
+    ("applied", "expected"),
+    [
+        # (the order the entries reach the database) -> (joined_at, exited_at)
+        (["join 1000", "leave 2000"], (1000, 2000)),
+        (["leave 2000", "join 1000"], (1000, 2000)),  # a late join never reopens a left room
+        (["join 1000", "join 3000", "leave 2000"], (1000, None)),  # a late leave: rejoined
+        (["join 3000", "leave 2000", "join 1000"], (1000, None)),
+        (["join 1000", "leave 2000", "join 3000", "leave 2000"], (1000, None)),  # a replay
+        (["join 1000", "leave 1000"], (1000, 1000)),  # a tie: the leave wins
+    ],
+)
+def test_membership_transitions_apply_only_when_newer(
+    store: Store, applied: list[str], expected: tuple[object, object]
+) -> None:
+    for step in applied:
+        kind, ts = step.split()
+        store.write([change(kind, int(ts))])  # each in its own batch, as two replicas would
+    assert member_row(store, "r", "ann") == expected

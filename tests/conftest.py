@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import hypothesis
 import orjson
 import pytest
 import websockets
+import yaml
 from websockets.asyncio.client import ClientConnection
 
 from stack.cluster import LocalRedisCluster
@@ -232,3 +235,15 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def kustomize_build(directory: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize directory``, parsed (the test is skipped without kubectl)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the checks before this one still ran")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]

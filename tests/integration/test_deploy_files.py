@@ -25,6 +25,7 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from shared.config import Settings
+from tests.conftest import kustomize_build
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -387,17 +388,6 @@ def test_ingress_annotations_match_the_nginx_template() -> None:
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     service = base_objects()["Service", backend["name"]]
     assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
-
-
-def kustomize_build(directory: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: the file-existence checks above still ran")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
 @pytest.fixture

@@ -80,6 +80,7 @@ class Connection:
         self.user = identity.user
         self.rooms: dict[str, int] = {}  # joined room → last seq handed to this client
         self.bucket = TokenBucket(settings.rate_per_s, settings.rate_burst)
+        self.joins = TokenBucket(settings.join_rate_per_s, settings.join_rate_burst)
         self.strikes = 0  # rate_limited errors in a row
         self._joining: dict[str, list[Batch]] = {}
         self._outbox: list[Batch] = []

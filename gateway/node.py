@@ -29,6 +29,17 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
+class UserLimits:
+    """One user's connections on this gateway and the rates they share."""
+
+    __slots__ = ("connections", "joins", "sends")
+
+    def __init__(self, settings: Settings) -> None:
+        self.connections = 0
+        self.sends = TokenBucket(settings.user_rate_per_s, settings.user_rate_burst)
+        self.joins = TokenBucket(settings.user_join_rate_per_s, settings.user_join_rate_burst)
+
+
 class Node:
     """One gateway's rooms and connections; every command goes through here."""
 
@@ -50,7 +61,7 @@ class Node:
         self.metrics = metrics
         self.hub = Hub(settings.coalesce_ms / 1000, metrics, settings.coalesce_max_ms / 1000)
         self.admission = Admission(settings)
-        self._users: dict[str, tuple[int, TokenBucket]] = {}  # user → (connections, send bucket)
+        self._users: dict[str, UserLimits] = {}  # the users with a connection here
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscribing: dict[str, asyncio.Future[None]] = {}  # room → first join's subscribe
@@ -92,18 +103,20 @@ class Node:
     def attach(self, conn: Connection) -> None:
         """Register a new connection."""
         self.hub.attach(conn)
-        count, bucket = self._users.get(conn.user, (0, None))
-        if bucket is None:
-            bucket = TokenBucket(self.settings.user_rate_per_s, self.settings.user_rate_burst)
-        self._users[conn.user] = (count + 1, bucket)
+        limits = self._users.get(conn.user)
+        if limits is None:
+            limits = self._users[conn.user] = UserLimits(self.settings)
+        limits.connections += 1
 
     async def detach(self, conn: Connection) -> None:
         """Forget a closed connection: leave its rooms, stop its writer."""
         await self._leave_all(conn)
         self.hub.detach(conn)
-        count, bucket = self._users.pop(conn.user, (1, None))
-        if count > 1 and bucket is not None:
-            self._users[conn.user] = (count - 1, bucket)
+        limits = self._users.get(conn.user)
+        if limits is not None:
+            limits.connections -= 1
+            if not limits.connections:
+                del self._users[conn.user]
         await conn.stop()
 
     # -- commands -------------------------------------------------------------------------
@@ -169,7 +182,7 @@ class Node:
             raise ProtocolError(
                 errors.NOT_JOINED, "join the room first", cid=cmd.cid, room=cmd.room
             )
-        if not conn.bucket.take() or not self._users[conn.user][1].take():
+        if not conn.bucket.take() or not self._users[conn.user].sends.take():
             conn.strikes += 1
             if conn.strikes >= self.settings.rate_strikes:
                 conn.close(errors.RATE_LIMIT_EXCEEDED, "send rate exceeded")
@@ -204,6 +217,14 @@ class Node:
                 raise ProtocolError(
                     errors.FORBIDDEN_ROOM, "the token does not allow this room", room=room
                 )
+        if not conn.joins.take() or not self._users[conn.user].joins.take():
+            # Each join may create a room's state in Redis: a client must not mint them fast.
+            raise ProtocolError(
+                errors.RATE_LIMITED,
+                f"at most {self.settings.join_rate_per_s:g} joins/s per connection and "
+                f"{self.settings.user_join_rate_per_s:g} per user",
+                room=room,
+            )
         conn.begin_join(room)
         present = False  # this join counted the user as online in the room
         try:

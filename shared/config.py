@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     trusted_proxies: str = "127.0.0.1/32,::1/128"  # whose X-Forwarded-For is believed
     user_rate_per_s: float = Field(default=40.0, gt=0)  # sends per user across its connections
     user_rate_burst: int = Field(default=80, ge=1)
+    # Joins (each may create a room's state in Redis): per connection, and per user.
+    join_rate_per_s: float = Field(default=5.0, gt=0)
+    join_rate_burst: int = Field(default=20, ge=1)
+    user_join_rate_per_s: float = Field(default=10.0, gt=0)
+    user_join_rate_burst: int = Field(default=40, ge=1)
 
     # Outbound coalescing: at most one flush to the sockets per this many ms.
     coalesce_ms: float = Field(default=10.0, ge=0)

@@ -85,6 +85,28 @@ async def test_too_many_rooms(start_server) -> None:  # type: ignore[no-untyped-
     assert (error["code"], error["room"]) == ("too_many_rooms", "r3")
 
 
+async def test_joins_are_rate_limited_per_connection_and_per_user(start_server) -> None:  # type: ignore[no-untyped-def]
+    """Each join may create a room's state in Redis: a client cannot mint rooms fast. Excess joins
+    are refused with rate_limited; the connection stays open (issue 13, item 5)."""
+    server = start_server(
+        chat_join_rate_per_s=0.01,
+        chat_join_rate_burst=3,
+        chat_user_join_rate_per_s=0.01,
+        chat_user_join_rate_burst=5,
+    )
+    first = await join(server, "alice", "r1", "r2", "r3")
+    await first.send(type="join", room="r4")
+    error = await first.expect("error", room="r4")
+    assert error["code"] == "rate_limited" and "joins/s" in error["detail"]
+    second = await join(server, "alice", "r5", "r6")  # the user's budget: 5 in all
+    await second.send(type="join", room="r7")
+    assert (await second.expect("error", room="r7"))["code"] == "rate_limited"
+    other = await join(server, "bob", "r7")  # another user has a budget of his own
+    await first.send(type="ping")
+    await first.expect("pong")
+    await other.close()
+
+
 async def test_rate_limit_errors_then_closes_4029(start_server) -> None:  # type: ignore[no-untyped-def]
     server = start_server(chat_rate_per_s=1, chat_rate_burst=3, chat_rate_strikes=5)
     client = await join(server, "alice", "fast")

@@ -138,6 +138,39 @@ def lock(room: str, shards: int) -> str:
     return f"{_tag(room, shards)}:lock:{room}"
 
 
+def _shape(key: str) -> tuple[str, str | None] | None:
+    """(the segment after the hash tag, what follows it or None) of ``chat:{tag}:...``."""
+    head, brace, rest = key.partition(":{")
+    tag, closed, rest = rest.partition("}:")
+    if head != PREFIX or not brace or not tag or not closed:
+        return None
+    segment, colon, tail = rest.partition(":")
+    return segment, tail if colon else None
+
+
+@functools.cache
+def _kinds() -> dict[tuple[str, bool], str]:
+    """(segment, goes on after it) → kind, read off keys the builders make for a sample room."""
+    room = "r"
+    made = {
+        "seq": seq(room, 1),
+        "verified": verified(room, 1),
+        "log": log(room, 1),
+        "room": channel(room, 1),
+        "presence": presence(room, 1),
+        "persist": persist(0, 1),
+        "rooms": rooms(0, 1),
+        "cid": cid(room, "u", "c", 1),
+        "lock": lock(room, 1),
+    }
+    table = {}
+    for name, key in made.items():
+        shape = _shape(key)
+        assert shape is not None
+        table[shape[0], shape[1] is not None] = name
+    return table
+
+
 def kind(key: str) -> str:
     """Which builder of this module made ``key``: ``"seq"``, ``"verified"``, ``"log"``,
     ``"room"`` (a channel), ``"presence"``, ``"presence_user"``, ``"persist"``, ``"rooms"``,
@@ -145,40 +178,16 @@ def kind(key: str) -> str:
     by it).
 
     Only the segment right after the hash tag is read: what follows it is each builder's own
-    encoding. The segments are taken from keys the builders make for a sample room, so the
-    builders stay the one source of truth.
+    encoding. The segments are taken from keys the builders make, so the builders stay the one
+    source of truth.
     """
-
-    def shape(name: str) -> tuple[str, str | None] | None:
-        """(the segment after the hash tag, what follows it or None) of ``chat:{tag}:...``."""
-        head, brace, rest = name.partition(":{")
-        tag, closed, rest = rest.partition("}:")
-        if head != PREFIX or not brace or not tag or not closed:
-            return None
-        segment, colon, tail = rest.partition(":")
-        return segment, tail if colon else None
-
-    def segment(name: str) -> tuple[str, bool] | None:
-        # Room keys go on after their segment; a shard's persist stream ends with it.
-        found = shape(name)
-        return None if found is None else (found[0], found[1] is not None)
-
-    room, user = "r", "u"
-    made = {
-        segment(seq(room, 1)): "seq",
-        segment(verified(room, 1)): "verified",
-        segment(log(room, 1)): "log",
-        segment(channel(room, 1)): "room",
-        segment(presence(room, 1)): "presence",
-        segment(persist(0, 1)): "persist",
-        segment(rooms(0, 1)): "rooms",
-        segment(cid(room, user, "c", 1)): "cid",
-        segment(lock(room, 1)): "lock",
-    }
-    found = made.get(segment(key), "other")
+    shape = _shape(key)
+    if shape is None:
+        return "other"
+    segment, tail = shape
+    found = _kinds().get((segment, tail is not None), "other")
     # A presence_user key is its room's presence key with "#<user>" appended, and "#" cannot
     # occur in a room name (presence_user).
-    tail = (shape(key) or ("", None))[1]
     if found == "presence" and tail is not None and "#" in tail:
         return "presence_user"
     return found

@@ -172,8 +172,9 @@ class Store:
             message.c.room_id, message.c.seq, message.c.sender_id, message.c.content
         ).where(tuple_(message.c.room_id, message.c.seq).in_(keys))
         stored = {(r.room_id, r.seq): (r.sender_id, r.content) for r in conn.execute(query)}
+        now = datetime.now(UTC).replace(tzinfo=None)
         conflicts = [
-            {**row, "detected_at": datetime.now(UTC).replace(tzinfo=None)}
+            {**row, "detected_at": now}
             for row in rows
             if stored.get((row["room_id"], row["seq"]), (row["sender_id"], row["content"]))
             != (row["sender_id"], row["content"])

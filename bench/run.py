@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.rooms import part_rooms
 from bench.settings import BenchSettings
 from loadtests.procstats import ProcessSampler
 from loadtests.runner import LoadConfig, LoadResult, PhaseResult, run_load
@@ -221,7 +222,8 @@ class Bench:
 
     def run(self) -> None:
         for part in (self.part_one_gateway, self.part_three_gateways, self.part_sync,
-                     self.part_memory, self.part_cluster, self.part_baseline):  # fmt: skip
+                     self.part_memory, self.part_cluster, self.part_baseline,
+                     self.part_rooms):  # fmt: skip
             with self.attempt(part.__name__):
                 part(set(self.s.experiments))
 
@@ -288,6 +290,9 @@ class Bench:
                     self.steady_run(
                         "C", f"eC-cluster-{self.s.users}", stack, self.s.users, self.s.rate
                     )
+
+    def part_rooms(self, want: set[str]) -> None:
+        part_rooms(self, want)
 
     def part_baseline(self, want: set[str]) -> None:
         if "7" in want:

@@ -24,6 +24,9 @@ QUICK = {
     "baseline_rates": [10, 20, 40, 80],
     "cross_s": 5.0,
     "idle_connections": 3000,  # the full run uses the issue's 10,000
+    "rooms_users": 1000,
+    "rooms_count": 200,
+    "rooms_rates": [250, 500, 1000, 2000, 3000],
 }
 
 
@@ -41,7 +44,7 @@ class BenchSettings(BaseSettings):
     )
 
     quick: bool = False
-    experiments: Annotated[list[str], NoDecode] = list("1234567LC")
+    experiments: Annotated[list[str], NoDecode] = list("1234567LCR")
     users: int = 1000  # the big room
     users_small: int = 500  # experiment 1's smaller run
     rate: float = 500.0  # msgs/s offered in experiments 1 and 2 (deliveries/s = rate x users)
@@ -61,6 +64,11 @@ class BenchSettings(BaseSettings):
     idle_room_size: int = 100
     latency_users: int = 100
     latency_rate: float = 50.0
+    # Experiment R: many small rooms (rooms of rooms_users / rooms_count members).
+    rooms_users: int = 5000
+    rooms_count: int = 1000
+    rooms_per_user: int = 3  # the variant: rooms over one connection (rooms scaled to match)
+    rooms_rates: Rates = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000]
     workers: int = 2
     sample_every: int = 20
     text_bytes: int = 32
@@ -74,7 +82,9 @@ class BenchSettings(BaseSettings):
         # Anything but 0/false/no switches it on, as the Makefile's BENCH_QUICK always did.
         return value not in ("0", "false", "no") if isinstance(value, str) else value
 
-    @field_validator("experiments", "peak_rates", "sync_rates", "baseline_rates", mode="before")
+    @field_validator(
+        "experiments", "peak_rates", "sync_rates", "baseline_rates", "rooms_rates", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return (

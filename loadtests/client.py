@@ -170,7 +170,12 @@ class WebsocketsUser(VirtualUser):
 
 
 def user_class(client: str) -> type[VirtualUser]:
-    """``picows`` (if installed) or ``websockets``."""
+    """``picows`` (if installed) or ``websockets``; ``socketio`` (picows, Engine.IO v4: the
+    peers of ``make bench``)."""
+    if client == "socketio":
+        from loadtests.socketio import SocketIOUser  # here: that module imports this one
+
+        return SocketIOUser
     if client == "picows" and HAVE_PICOWS:
         return PicowsUser
     return WebsocketsUser

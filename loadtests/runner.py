@@ -28,6 +28,8 @@ class LoadConfig:
     phases: list[Phase]
     rooms: list[str] = field(default_factory=lambda: ["bench"])
     room_mode: Literal["all", "spread"] = "all"  # every user in every room, or user i in room i%n
+    rooms_per_user: int = 1  # "spread": user i is in rooms (i*k .. i*k+k-1) % n
+    join_by_command: bool = False  # "spread", k > 1: rooms after the first joined with ``join``
     senders: int | None = None  # how many users send (None: all)
     workers: int = 2
     text_bytes: int = 32
@@ -49,13 +51,14 @@ class LoadConfig:
         for i in range(self.users):
             if self.room_mode == "all":
                 rooms = tuple(self.rooms)
+            elif self.rooms:  # k consecutive rooms each: every room gets users*k/n members
+                k = self.rooms_per_user
+                rooms = tuple(self.rooms[(i * k + m) % len(self.rooms)] for m in range(k))
             else:
-                rooms = (self.rooms[i % len(self.rooms)],) if self.rooms else ()
-            specs.append(
-                UserSpec(
-                    f"{self.user_prefix}{i}", self.urls[i % len(self.urls)], rooms, i < senders
-                )
-            )
+                rooms = ()
+            later = rooms[1:] if self.join_by_command else ()
+            name, url = f"{self.user_prefix}{i}", self.urls[i % len(self.urls)]
+            specs.append(UserSpec(name, url, rooms, i < senders, later))
         return specs
 
 

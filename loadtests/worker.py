@@ -15,6 +15,7 @@ from urllib.parse import quote
 import orjson
 
 from loadtests.client import VirtualUser, user_class
+from loadtests.socketio import SocketIOPayloads, SocketIOVerifier
 from loadtests.verify import Tally, UserVerifier
 
 TICK_S = 0.005  # the sender wakes this often and sends what is due
@@ -37,10 +38,12 @@ class UserSpec:
     url: str  # the /ws endpoint, without query
     rooms: tuple[str, ...]
     sends: bool = True
+    join_later: tuple[str, ...] = ()  # of ``rooms``: joined with ``join`` commands, not ``?room=``
 
     @property
     def full_url(self) -> str:
-        query = "&".join([f"user={quote(self.name)}", *(f"room={quote(r)}" for r in self.rooms)])
+        on_connect = (r for r in self.rooms if r not in self.join_later)
+        query = "&".join([f"user={quote(self.name)}", *(f"room={quote(r)}" for r in on_connect)])
         return f"{self.url}?{query}"
 
 
@@ -99,11 +102,14 @@ class Worker:
 
     async def _connect_one(self, spec: UserSpec, gate: asyncio.Semaphore) -> None:
         cls = user_class(self.spec.client)
-        verifier = UserVerifier(spec.name, self.tally, self.spec.track_senders)
+        kind = SocketIOVerifier if self.spec.client == "socketio" else UserVerifier
+        verifier = kind(spec.name, self.tally, self.spec.track_senders)
         user = cls(spec.full_url, verifier, list(spec.rooms))
         async with gate:
             try:
                 await asyncio.wait_for(user.connect(), self.spec.connect_timeout_s)
+                for room in spec.join_later:  # queued behind the ?room= joins, in order
+                    user.send(orjson.dumps({"type": "join", "room": room}))
                 await asyncio.wait_for(user.ready.wait(), self.spec.connect_timeout_s)
                 if user.closed.is_set():
                     raise ConnectionError(f"closed {user.close_code} before joining")
@@ -145,7 +151,7 @@ class Worker:
         names = {u.name for u in spec.users if u.sends}
         senders = [u for u in self.users if u.verifier.user in names]
         share = len(senders) / spec.total_senders if spec.total_senders else 0.0
-        payloads = _Payloads(spec.text_bytes)
+        payloads = (SocketIOPayloads if spec.client == "socketio" else _Payloads)(spec.text_bytes)
         cursor = 0  # round robin over the senders
         counts = [0] * len(senders)
         # cids are unique per run: the server deduplicates a (user, room, cid) for minutes.
@@ -173,7 +179,7 @@ class Worker:
                         cid = f"{run_id}-{counts[i]}"
                         counts[i] += 1
                         user.verifier.sent(cid)
-                        user.send(payloads.send(room, cid))
+                        user.send(payloads.send(room, cid, user.verifier.user))
                     sent_in_phase += max(due, 0)
                 if now >= next_snap:
                     self._snapshot(index)
@@ -223,6 +229,7 @@ class _Payloads:
     def __init__(self, text_bytes: int) -> None:
         self.pad = "x" * max(0, text_bytes)
 
-    def send(self, room: str, cid: str) -> bytes:
+    def send(self, room: str, cid: str, user: str = "") -> bytes:
+        """One ``send`` (``user``: the sender, implied by the connection here)."""
         text = (cid + " " + self.pad)[: max(len(cid), len(self.pad))]
         return orjson.dumps({"type": "send", "room": room, "text": text, "cid": cid})

@@ -29,6 +29,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+from shared import redis_client
+
 OnMessage = Callable[[str, str], Awaitable[None]]  # (channel, data)
 
 CONFIRM_TIMEOUT_S = 5.0
@@ -229,9 +231,10 @@ class ShardedSubscriber:
         self._channel_node[channel] = node.name
         if node.name not in self._links:
             # No silent reconnects: a reconnect would resubscribe without replaying the gap.
-            client = Redis(
-                host=node.host,
-                port=int(node.port),
+            client = redis_client.node_client(
+                self.cluster,
+                node.host,
+                int(node.port),
                 decode_responses=True,
                 socket_connect_timeout=2,
                 retry=Retry(NoBackoff(), 0),

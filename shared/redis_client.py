@@ -4,6 +4,11 @@
 the client discovers the rest and routes every command by its key's slot. The gateway and the
 persister run unchanged against either: only this factory and the few places that must know
 (sharded pub/sub, replicated acknowledgements, one stream per read) look at the mode.
+
+Credentials go in the URL's user part, percent-encoded, in either form:
+``redis://user:password@host:6379/0`` or ``redis+cluster://user:password@host:port,host:port``.
+The cluster client logs in with them on every node it discovers; :func:`node_client` gives the
+connections opened outside it (the sharded subscriber's) the same login.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -44,14 +50,36 @@ def is_cluster(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEME)
 
 
+def _cluster_location(url: str) -> tuple[str, str]:
+    """``(user part, node list)`` of a ``redis+cluster://[user:password@]h:p,h:p[/db]`` URL."""
+    location = url.removeprefix(CLUSTER_SCHEME).split("/", 1)[0]
+    user_part, _, nodes = location.rpartition("@")  # a host list holds no "@"
+    return user_part, nodes
+
+
+def cluster_credentials(url: str) -> dict[str, Any]:
+    """``username``/``password`` of a cluster URL's user part (percent-decoded), or nothing.
+
+    ``:password@`` alone logs in as ``default`` (a ``requirepass`` server)."""
+    user_part, _ = _cluster_location(url)
+    if not user_part:
+        return {}
+    username, has_password, password = user_part.partition(":")
+    credentials: dict[str, Any] = {"username": unquote(username)} if username else {}
+    if has_password:
+        credentials["password"] = unquote(password)
+    return credentials
+
+
 def cluster_nodes(url: str) -> list[tuple[str, int]]:
-    """The ``(host, port)`` seed nodes of a ``redis+cluster://h:p,h:p`` URL."""
-    rest = url.removeprefix(CLUSTER_SCHEME).split("/", 1)[0]
+    """The ``(host, port)`` seed nodes of a ``redis+cluster://[user:password@]h:p,h:p`` URL."""
+    _, rest = _cluster_location(url)
     nodes = []
     for part in rest.split(","):
         host, sep, port = part.strip().rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise ValueError(f"bad cluster node {part!r} in {url!r} (want host:port)")
+            # The node list, not the URL: that may hold a password.
+            raise ValueError(f"bad cluster node {part!r} in {rest!r} (want host:port)")
         nodes.append((host.strip("[]"), int(port)))
     return nodes
 
@@ -73,9 +101,23 @@ def connect(url: str, *, pool_size: int, socket_timeout: float = 5) -> AnyRedis:
             startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes(url)],
             max_connections=pool_size,
             retry=Retry(NoBackoff(), 0),
+            **cluster_credentials(url),
             **common,
         )
     pool = BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=10, retry=Retry(NoBackoff(), 0), **common
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+
+
+def node_client(cluster: RedisCluster, host: str, port: int, **options: Any) -> Redis:
+    """A client of one node of ``cluster`` that logs in as the cluster client does."""
+    login = cluster.get_connection_kwargs()
+    return Redis(
+        host=host,
+        port=port,
+        username=login.get("username"),
+        password=login.get("password"),
+        credential_provider=login.get("credential_provider"),
+        **options,
+    )

@@ -3,6 +3,9 @@
 docker-compose.yml against the compose spec, the Dockerfile's shape, every manifest under k8s/
 against the Kubernetes 1.30 schemas (and, where kubectl is installed, as kustomize renders it),
 the ingress annotations against the nginx template, and the template itself through `nginx -t`.
+Redis logins: every Redis client gets its credentials from .env / the Secret, Redis starts with
+the same ACL users in compose and k8s, and no real password is committed
+(tests/integration/test_redis_auth.py runs that ACL; test_network_policies.py the policies).
 """
 
 from __future__ import annotations
@@ -36,10 +39,14 @@ PRODUCTION = K8S / "overlays" / "production"
 TEMPLATE = ROOT / "nginx" / "templates" / "chat.conf.template"
 K8S_VERSION = "1.30.0"
 
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY", re.IGNORECASE)
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|_AUTH$", re.IGNORECASE)
 # ${VAR}, ${VAR:?message}, ${VAR?message}, or ${VAR:-} (empty default): never a literal value.
 REFERENCE = re.compile(r"\$\{([A-Za-z_]\w*)(?::?\?[^}]*|:?-)?\}")
 CHAT_VARIABLES = {f"CHAT_{name.upper()}" for name in Settings.model_fields}
+REDIS_SERVICES = {"gateway", "persister"}  # each logs in to Redis as the ACL user of its name
+# A password committed in an example or template must say so.
+PLACEHOLDER = re.compile(r"change[-_]me", re.IGNORECASE)
+KUBELET_REFERENCE = re.compile(r"\$\((\w+)\)")  # $(VAR) in a container's args or env values
 
 # Ingress annotation -> (nginx directive in the template, how its value reads as an annotation).
 INGRESS_EQUIVALENTS = {
@@ -94,6 +101,24 @@ def parse_duration_s(value: str) -> float:
 def placeholders(value: str) -> str:
     """``${VAR...}`` references as ``__VAR__``, so a URL holding them parses like a real one."""
     return REFERENCE.sub(r"__\1__", value)
+
+
+def acl_users(args: list[str]) -> dict[str, list[str]]:
+    """The ``--user NAME RULE...`` directives of a redis-server command line, by user name."""
+    users: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for arg in args:
+        if arg.startswith("--"):
+            current = [] if arg == "--user" else None
+        elif current is not None:
+            if not current:
+                users[arg] = current
+            current.append(arg)
+    return {name: rules[1:] for name, rules in users.items()}
+
+
+def password_rules(rules: list[str]) -> list[str]:
+    return [rule[1:] for rule in rules if rule.startswith((">", "#"))]
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
@@ -162,7 +187,10 @@ def test_compose_gateway_scales_and_drains(compose: dict[str, Any]) -> None:
     for name in ("gateway", "persister"):
         env = env_of(compose["services"][name])
         assert env["CHAT_BROKER"] == "redis"
-        assert env["CHAT_REDIS_URL"].startswith("redis://redis:6379/")
+        redis_url = urlsplit(placeholders(env["CHAT_REDIS_URL"]))
+        assert (redis_url.scheme, redis_url.hostname, redis_url.port) == ("redis", "redis", 6379)
+        assert redis_url.username == name
+        assert redis_url.password == f"__REDIS_{name.upper()}_PASSWORD__"
         url = urlsplit(placeholders(env["CHAT_DATABASE_URL"]))
         assert (url.scheme, url.hostname, url.port) == ("mysql+pymysql", "mysql", 3306)
         assert (url.username, url.password) == ("__MYSQL_USER__", "__MYSQL_PASSWORD__")
@@ -198,6 +226,94 @@ def test_compose_has_no_literal_secrets(compose: dict[str, Any]) -> None:
             if "://" in value:
                 password = urlsplit(placeholders(value)).password
                 assert password is None or re.fullmatch(r"__\w+__", password), f"{name}: {key}"
+
+
+def test_compose_redis_wants_a_login_from_env(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    redis = services["redis"]
+    users = acl_users(redis["command"])
+    assert set(users) == {"default"} | REDIS_SERVICES
+    variables = {}
+    for name, rules in users.items():
+        assert rules[:2] == ["reset", "on"], name  # nothing inherited from Redis's defaults
+        assert "nopass" not in rules, name
+        (password,) = password_rules(rules)
+        reference = REFERENCE.fullmatch(password)
+        assert reference and ":?" in password, f"{name}: a required ${{...}}, never a literal"
+        variables[name] = reference[1]
+    assert len(set(variables.values())) == len(variables), "one password per user"
+    assert not any(arg.startswith("--requirepass") for arg in redis["command"])
+    # redis-cli (the health check, operators) logs in as `default` with REDISCLI_AUTH.
+    admin = REFERENCE.fullmatch(env_of(redis)["REDISCLI_AUTH"])
+    assert admin and admin[1] == variables["default"]
+    assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
+
+    # Every service that talks to Redis logs in as its own user with that user's password.
+    clients = {name for name, s in services.items() if "CHAT_REDIS_URL" in env_of(s)}
+    assert clients == REDIS_SERVICES
+    for name in clients:
+        url = urlsplit(placeholders(env_of(services[name])["CHAT_REDIS_URL"]))
+        assert (url.username, url.password) == (name, f"__{variables[name]}__"), name
+
+    # The same users and rules as the k8s StatefulSet (passwords aside).
+    (statefulset,) = load_docs(BASE / "redis-statefulset.yaml")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    k8s_users = acl_users(container["args"])
+
+    def without_passwords(all_users: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {n: [r for r in rules if r[0] not in ">#"] for n, rules in all_users.items()}
+
+    assert without_passwords(k8s_users) == without_passwords(users)
+
+
+def test_compose_data_stores_are_on_an_internal_network(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert compose["networks"]["data"] == {"internal": True}
+    on_data = {name for name, s in services.items() if "data" in s.get("networks", [])}
+    assert on_data == REDIS_SERVICES | {"migrate", "redis", "mysql"}
+    for store in ("redis", "mysql"):
+        assert services[store]["networks"] == ["data"], store
+        assert "ports" not in services[store], f"{store} must not be published on the host"
+
+
+def test_env_example_has_placeholders_and_generates_real_values(tmp_path: Path) -> None:
+    text = (ROOT / ".env.example").read_text()
+    values = dict(re.findall(r"^(\w+)=(.*)$", text, re.MULTILINE))
+    secret = {key for key in values if SECRET_NAME.search(key)}
+    assert {"REDIS_ADMIN_PASSWORD", "REDIS_GATEWAY_PASSWORD", "REDIS_PERSISTER_PASSWORD"} <= secret
+    for key in secret:
+        assert PLACEHOLDER.search(values[key]), f"{key}: an obvious placeholder, not a value"
+
+    # The generator the file's header shows, run as written on a copy.
+    lines = [line.removeprefix("#   ") for line in text.splitlines() if line.startswith("#   ")]
+    script = "\n".join(lines[lines.index("cp .env.example .env") :])
+    assert shutil.which("openssl"), "openssl is needed to check the generator"
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env.example")
+    result = subprocess.run(["bash", "-ec", script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    generated = dict(re.findall(r"^(\w+)=(.*)$", (tmp_path / ".env").read_text(), re.MULTILINE))
+    assert {key for key in secret if re.fullmatch(r"[0-9a-f]{64}", generated[key])} == secret
+    assert len({generated[key] for key in secret}) == len(secret), "each value its own"
+    assert {k: v for k, v in generated.items() if k not in secret} == {
+        k: v for k, v in values.items() if k not in secret
+    }
+
+
+def test_committed_secret_templates_hold_only_placeholders() -> None:
+    templates = {
+        "secret.example.yaml": load_docs(BASE / "secret.example.yaml")[0]["stringData"],
+        "secrets.env.example": dict(
+            re.findall(r"^(\w+)=(.*)$", (PRODUCTION / "secrets.env.example").read_text(), re.M)
+        ),
+    }
+    for name, values in templates.items():
+        assert {"REDIS_GATEWAY_PASSWORD", "REDIS_PERSISTER_PASSWORD"} <= set(values), name
+        for key, value in values.items():
+            if "://" in value:
+                password = urlsplit(value).password
+                assert password is None or PLACEHOLDER.search(password), f"{name}: {key}"
+            elif SECRET_NAME.search(key):
+                assert PLACEHOLDER.search(value), f"{name}: {key} is not a placeholder"
 
 
 def test_compose_variables_are_documented(compose: dict[str, Any]) -> None:
@@ -406,7 +522,83 @@ def test_kustomize_renders_valid_base(k8s_copy: Path) -> None:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == "chat", doc["metadata"]["name"]
-    assert {d["kind"] for d in rendered} >= {"StatefulSet", "Deployment", "Ingress"}
+    assert {d["kind"] for d in rendered} >= {
+        "StatefulSet",
+        "Deployment",
+        "Ingress",
+        "NetworkPolicy",
+    }
+    secret_keys = assert_redis_clients_log_in_from_the_secret(rendered, "chat-secrets")
+
+    # The in-cluster Redis defines the users with the same Secret keys.
+    (redis,) = [
+        d for d in rendered if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "redis"
+    ]
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    from_secret = secret_variables(container, "chat-secrets")
+    users = acl_users(container["args"])
+    assert set(users) == {"default"} | REDIS_SERVICES
+    for user, rules in users.items():
+        assert rules[:2] == ["reset", "on"] and "nopass" not in rules, user
+        (password,) = password_rules(rules)
+        reference = KUBELET_REFERENCE.fullmatch(password)
+        assert reference and reference[1] in from_secret, f"{user}: not from the Secret"
+        if user in REDIS_SERVICES:
+            assert from_secret[reference[1]] == secret_keys[user], user
+    # redis-cli (the probe, operators) logs in as `default` through REDISCLI_AUTH.
+    assert password_rules(users["default"]) == ["$(REDISCLI_AUTH)"]
+    assert "redis-cli" in " ".join(container["readinessProbe"]["exec"]["command"])
+    assert "REDISCLI_AUTH" in from_secret
+
+
+def secret_variables(container: dict[str, Any], secret: str) -> dict[str, str]:
+    """A container's environment variables set from ``secret``: variable -> key."""
+    variables = {}
+    for env in container.get("env", []):
+        ref = env.get("valueFrom", {}).get("secretKeyRef")
+        if ref is not None:
+            assert ref["name"] == secret, env
+            variables[env["name"]] = ref["key"]
+    return variables
+
+
+def assert_redis_clients_log_in_from_the_secret(
+    rendered: list[dict[str, Any]], secret: str
+) -> dict[str, str]:
+    """Every container that runs a gateway or a persister builds CHAT_REDIS_URL from a password
+    in ``secret``, as the Redis user of its name; nothing else holds a Redis URL. Returns
+    service -> the Secret key of its password."""
+    keys = {}
+    for doc in rendered:
+        if doc["kind"] == "ConfigMap":
+            assert "CHAT_REDIS_URL" not in doc["data"], "each Deployment sets its own"
+        if doc["kind"] == "Secret":
+            assert "CHAT_REDIS_URL" not in doc.get("data", {}), "a Deployment's env would win"
+        if doc["kind"] not in {"Deployment", "StatefulSet"}:
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            command = container.get("command", [])
+            service = command[2] if command[:2] == ["python", "-m"] and command[3:] == [] else None
+            env = container.get("env", [])
+            names = [e["name"] for e in env]
+            if service is None:  # redis, mysql, and the migrate init container: no Redis client
+                assert "CHAT_REDIS_URL" not in names, container["name"]
+                continue
+            assert service in REDIS_SERVICES
+            url_value = env[names.index("CHAT_REDIS_URL")]["value"]
+            (variable,) = KUBELET_REFERENCE.findall(url_value)
+            # kubelet expands $(VAR) only from variables defined before it.
+            assert names.index(variable) < names.index("CHAT_REDIS_URL"), service
+            from_secret = secret_variables(container, secret)
+            assert variable in from_secret, f"{service}: the password is not from the Secret"
+            assert from_secret[variable] == f"REDIS_{service.upper()}_PASSWORD"
+            url = urlsplit(url_value)
+            assert url.scheme in {"redis", "rediss"}, service
+            assert (url.username, url.password) == (service, f"$({variable})"), service
+            keys[service] = from_secret[variable]
+    assert set(keys) == REDIS_SERVICES
+    return keys
 
 
 def test_kustomize_renders_production_with_managed_services(k8s_copy: Path) -> None:
@@ -418,11 +610,12 @@ def test_kustomize_renders_production_with_managed_services(k8s_copy: Path) -> N
         by_kind.setdefault(doc["kind"], []).append(doc)
     assert "StatefulSet" not in by_kind
     assert {s["metadata"]["name"] for s in by_kind["Service"]} == {"gateway"}
-    (config,) = by_kind["ConfigMap"]
-    assert config["data"]["CHAT_REDIS_URL"] != "redis://redis:6379/0"
     (secret,) = by_kind["Secret"]
     assert secret["metadata"]["name"].startswith("chat-secrets-")
-    assert "CHAT_DATABASE_URL" in secret["data"]
+    assert {"CHAT_DATABASE_URL", "REDIS_GATEWAY_PASSWORD", "REDIS_PERSISTER_PASSWORD"} <= set(
+        secret["data"]
+    )
+    assert_redis_clients_log_in_from_the_secret(rendered, secret["metadata"]["name"])
     (hpa,) = by_kind["HorizontalPodAutoscaler"]
     assert hpa["spec"]["minReplicas"] >= 3
     for deployment in by_kind["Deployment"]:
@@ -430,6 +623,9 @@ def test_kustomize_renders_production_with_managed_services(k8s_copy: Path) -> N
         assert container["image"] != "chat-backend:latest"
         refs = {s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s}
         assert refs == {secret["metadata"]["name"]}
+        # The managed Redis, over TLS, not the deleted in-cluster one.
+        url = urlsplit(next(e["value"] for e in container["env"] if e["name"] == "CHAT_REDIS_URL"))
+        assert url.scheme == "rediss" and url.hostname != "redis"
 
 
 # --- nginx ----------------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ def create_app(
     registry: CollectorRegistry,
     source_ping: Callable[[], Awaitable[object]],
 ) -> Starlette:
-    """The persister service: the worker runs for the app's lifetime."""
+    """The persister service's HTTP port. The worker is started before the app (so that Redis
+    refusing it is one line, not a failed server start: ``persister/__main__.py``); the app's
+    shutdown stops it, writing what it holds, before the server exits."""
 
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -46,7 +48,6 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await worker.start()
         try:
             yield
         finally:

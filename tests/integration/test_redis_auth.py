@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,6 +31,7 @@ from tests.conftest import (
     ChatServer,
     MariaDB,
     RedisServer,
+    free_port,
     http_get,
     join,
     send_acked,
@@ -345,3 +347,78 @@ def test_cluster_urls_carry_their_credentials_to_every_node() -> None:
     plain = redis_client.connect("redis+cluster://10.0.0.1:7000", pool_size=4)
     assert isinstance(plain, RedisCluster)
     assert plain.get_connection_kwargs().get("password") is None
+
+
+def log_lines(process: ChatServer, *words: str) -> list[str]:
+    """The lines of the process's log that contain every one of ``words``."""
+    return [line for line in process.log().splitlines() if all(w in line for w in words)]
+
+
+async def test_a_wrong_password_is_one_warning_in_the_gateway_log(
+    acl_redis: AclRedis, start_server: Any
+) -> None:
+    password = "wrong-" + secrets.token_hex(8)
+    gateway = start_server(
+        module="gateway",
+        chat_broker="redis",
+        chat_redis_url=url("gateway", password, acl_redis.port),
+        chat_log_level="debug",  # every retry is a DEBUG line: they can be counted
+    )
+    steps = 6  # backoff steps: 0.05 s doubling, ~3 s in all
+
+    def retried() -> bool:
+        return len(log_lines(gateway, " DEBUG ", "redis-subscriber failed again")) >= steps
+
+    wait_until(retried, 30, f"the subscriber to retry {steps} times")
+    (warning,) = log_lines(gateway, " WARNING ", "redis-subscriber")
+    assert warning.endswith(
+        "WARNING gateway.supervisor: redis-subscriber failed: AuthenticationError: "
+        "invalid username-password pair or user is disabled.; retrying"
+    )
+    log = gateway.log()
+    assert "Traceback" not in log
+    assert password not in log
+
+
+def persister_run(tmp_path: Path, redis_url: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m persister`` as the tests' processes are configured, to its exit."""
+    process = ChatServer(
+        tmp_path / "persister",
+        module="persister",
+        env={"CHAT_REDIS_URL": redis_url, "CHAT_DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}"},
+    )
+    return subprocess.run(
+        process.command(),
+        cwd=ROOT,
+        env=process.environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_wrong_password_stops_the_persister_with_one_line(
+    acl_redis: AclRedis, tmp_path: Path
+) -> None:
+    password = "wr@ng/" + secrets.token_hex(8)  # percent-encoded in the URL
+    result = persister_run(tmp_path, url("persister", password, acl_redis.port))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"cannot start: redis at redis://persister:***@127.0.0.1:{acl_redis.port}/0: "
+        "AuthenticationError: invalid username-password pair or user is disabled."
+    ]
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert password not in output and quote(password, safe="") not in output
+
+
+def test_an_unreachable_redis_stops_the_persister_with_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nobody listens there
+    password = secrets.token_hex(8)
+    result = persister_run(tmp_path, url("persister", password, port))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"cannot start: redis at redis://persister:***@127.0.0.1:{port}/0: ConnectionError: "
+        f"Error 111 connecting to 127.0.0.1:{port}. Connection refused."
+    ]
+    assert password not in result.stdout + result.stderr

@@ -32,6 +32,11 @@ from shared.tables import chat_participant, chat_room, message, message_conflict
 MESSAGE_ROW = ("room_id", "seq", "sender_id", "content", "created_at")  # keys of a message row
 
 
+class CommitUnknown(Exception):
+    """A write failed while committing (e.g. the connection dropped with the commit's answer
+    unread): it may or may not be stored. Writing the same entries again settles it."""
+
+
 def to_datetime(ts_ms: int) -> datetime:
     """Milliseconds since the epoch → naive UTC datetime (the column type)."""
     return datetime.fromtimestamp(ts_ms / 1000, UTC).replace(tzinfo=None)
@@ -106,6 +111,9 @@ class Store:
         are unique on ``(room_id, seq)``. A message whose ``(room_id, seq)`` is already held by a
         *different* message is never dropped as a replay: it is kept in ``message_conflict``
         and reported to ``on_conflict`` (its row, as stored there).
+
+        Raises :class:`CommitUnknown` when the failure came while committing; any other
+        exception means nothing of this write was committed.
         """
         rooms: dict[str, int] = {}
         rows: list[dict[str, Any]] = []
@@ -125,15 +133,22 @@ class Store:
             else:
                 members.append(entry)
         new_rooms = {r: ts for r, ts in rooms.items() if r not in self._known_rooms}
-        with self.engine.begin() as conn:
-            if new_rooms:
-                self._insert_rooms(conn, new_rooms)
-            if rows:
-                for conflict in self._insert_messages(conn, rows):
-                    if on_conflict is not None:
-                        on_conflict(conflict)
-            for entry in members:
-                self._apply_membership(conn, entry)
+        committing = False
+        try:
+            with self.engine.begin() as conn:
+                if new_rooms:
+                    self._insert_rooms(conn, new_rooms)
+                if rows:
+                    for conflict in self._insert_messages(conn, rows):
+                        if on_conflict is not None:
+                            on_conflict(conflict)
+                for entry in members:
+                    self._apply_membership(conn, entry)
+                committing = True  # leaving the block commits
+        except Exception as exc:
+            if committing:
+                raise CommitUnknown(f"{type(exc).__name__}: {exc}") from exc
+            raise  # before the commit was sent: nothing of this write is stored
         # Rooms are never deleted: once a room row is committed, later batches skip it.
         self._known_rooms.update(new_rooms)
         return len(rows)

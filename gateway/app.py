@@ -54,6 +54,7 @@ def build_node(
             stream=stream,
             store=store,
             sync=settings.persist_mode == "sync",
+            idle_ttl_s=settings.room_idle_ttl_s,
         )
         broker, presence = memory, MemoryPresence(memory, stream)
     else:
@@ -61,7 +62,7 @@ def build_node(
         # retried after a lost reply could publish twice).
         redis = redis_client.connect(settings.redis_url, pool_size=settings.redis_pool_size)
         broker = RedisBroker(redis, settings, store, metrics)
-        presence = RedisPresence(redis, settings)
+        presence = RedisPresence(redis, settings, metrics)
     return Node(settings, broker, presence, store, metrics, writes_store=writes_store)
 
 

@@ -42,6 +42,9 @@ class Publisher(Protocol):
         """Assign the next seq, log, queue for storage and fan out, atomically."""
         ...
 
+    async def close(self) -> None:
+        """Release what publishing holds (connections, tasks)."""
+
 
 class Broker(Publisher, Protocol):
     """What the gateway needs from a broker."""

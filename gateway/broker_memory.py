@@ -2,6 +2,9 @@
 
 The embedded default, and the "no Pub/Sub" experiment: two gateways with this broker only reach
 their own clients. Its presence twin is ``gateway/presence_memory.py``.
+
+Like Redis keys (``CHAT_ROOM_IDLE_TTL_S``), a room's entries here go once it has had no member
+and no publish for ``idle_ttl_s``: its seq is read back from the store when it is used again.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from gateway.broker import Deliver, Published, RoomLog
@@ -35,8 +38,12 @@ class MemoryBroker:
         store: Store | None = None,
         clock: Callable[[], float] = time.monotonic,
         sync: bool = False,
+        idle_ttl_s: float | None = None,
     ) -> None:
         self._sync = sync
+        self._idle_ttl_s = idle_ttl_s  # None: rooms are kept for the life of the process
+        # Rooms holding entries, least recently active (published, joined, left) first.
+        self._active: OrderedDict[str, float] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self._store = store
         self._clock = clock
@@ -54,9 +61,14 @@ class MemoryBroker:
         if self._store is not None:
             # Seqs continue after a restart from what the store holds.
             try:
-                self._seq.update(await asyncio.to_thread(self._store.room_heads))
+                heads = await asyncio.to_thread(self._store.room_heads)
             except Exception as exc:
+                # Not fatal: each room's seq is read from the store when it is first used.
                 logger.warning("could not read room heads from the store: %r", exc)
+            else:
+                self._seq.update(heads)
+                for room in heads:
+                    self._touch(room)
         self._deliver = deliver
 
     async def close(self) -> None:
@@ -72,6 +84,8 @@ class MemoryBroker:
         return []
 
     async def publish(self, room: str, user: str, text: str, cid: str | None) -> Published:
+        await self._head(room)
+        self._touch(room)
         if not self._sync:
             return self._known(room, user, cid) or self._commit(self._next(room, user, text, cid))
         # Synchronous persist mode: store first; the room's lock keeps seqs gapless.
@@ -128,19 +142,59 @@ class MemoryBroker:
 
     async def unsubscribe(self, room: str) -> None:
         self._subscribed.discard(room)
+        if room in self._seq:
+            self._touch(room)  # idle from now on, unless someone comes back
 
     async def recent(self, room: str, since: int | None, limit: int) -> RoomLog:
+        last = await self._head(room)
+        if room in self._seq:
+            self._touch(room)
         room_log = self._logs.get(room, ())
         if since is None:
             messages = list(room_log)[-limit:] if limit else []
         else:
             messages = [m for m in room_log if m["seq"] > since]
-        return RoomLog(self._seq.get(room, 0), messages)
+        return RoomLog(last, messages)
 
     async def older(self, room: str, before: int | None, limit: int) -> list[Message]:
         room_log = self._logs.get(room, ())
         return [m for m in room_log if before is None or m["seq"] < before][-limit:]
 
     def heads(self) -> dict[str, int]:
-        """Every room with messages → its last seq."""
+        """Every room held here (with messages, or joined) → its last seq."""
         return self._seq
+
+    async def _head(self, room: str) -> int:
+        """The room's last seq; read from the store when this broker does not hold the room (it
+        was pruned, or the store could not be read at start)."""
+        seq = self._seq.get(room)
+        if seq is not None or self._store is None:
+            return seq or 0
+        try:
+            stored = await asyncio.to_thread(self._store.last_seq, room)
+        except Exception as exc:
+            raise Unavailable(f"store: {exc}") from exc
+        return self._seq.setdefault(room, stored)  # a concurrent first use may have moved on
+
+    def _touch(self, room: str) -> None:
+        """``room`` was active now; rooms idle for ``idle_ttl_s`` lose their entries."""
+        if self._idle_ttl_s is None:
+            return
+        now = self._clock()
+        self._active[room] = now
+        self._active.move_to_end(room)
+        while self._active:
+            idle, since = next(iter(self._active.items()))
+            if now - since < self._idle_ttl_s:
+                break
+            del self._active[idle]
+            if idle in self._subscribed:
+                continue  # touched again when its last member leaves
+            lock = self._locks.get(idle)
+            if lock is not None and lock.locked():
+                self._active[idle] = now  # a publish is storing its message: not idle
+                continue
+            self._logs.pop(idle, None)
+            self._locks.pop(idle, None)
+            if self._store is not None:  # else the seq could not be read back: keep it
+                self._seq.pop(idle, None)

@@ -49,7 +49,13 @@ class RedisBroker:
         self.redis = redis
         self.cluster = isinstance(redis, RedisCluster)
         self._heads: dict[str, int] = {}  # room → last seq delivered to the hub
-        self.seqs = SeqGuard(redis, store, settings.shards, lambda room: self._heads.get(room, 0))
+        self.seqs = SeqGuard(
+            redis,
+            store,
+            settings.shards,
+            lambda room: self._heads.get(room, 0),
+            idle_ttl_ms=settings.room_idle_ttl_ms,
+        )
         self.publisher = publisher_for(redis, settings, store, self.seqs)
         self._deliver: Deliver | None = None
         self._subscriber: Subscriber | None = None
@@ -67,6 +73,7 @@ class RedisBroker:
     async def close(self) -> None:
         await self.listener.stop()
         await self._drop_subscriber()
+        await self.publisher.close()
         await self.redis.aclose()  # shared with the presence manager, which stops first
 
     def healthy(self) -> bool:

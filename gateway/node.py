@@ -309,7 +309,11 @@ class Node:
     async def history(
         self, room: str, before: int | None, limit: int
     ) -> tuple[list[Message], bool]:
-        """Up to ``limit`` messages before ``before``, newest last: broker log, then store."""
+        """Up to ``limit`` messages before ``before``, newest last: broker log, then store.
+
+        A page is gapless and ends right below ``before`` (or at the room's newest message).
+        While the store lags behind what the log no longer holds, the answer is the log's part
+        alone (``more``), or :class:`Unavailable` when the log holds nothing below ``before``."""
         newest = await self.broker.older(room, before, limit)
         if len(newest) == limit:
             return newest, newest[0]["seq"] > 1
@@ -320,10 +324,30 @@ class Node:
             older, more = await self._store_call(
                 self.store.history, room, upper, limit - len(newest)
             )
-        if newest and older and older[-1]["seq"] != newest[0]["seq"] - 1:
-            # The store has not caught up with the log yet: never return a page with a hole.
-            return newest, True
+        if newest:
+            if newest[0]["seq"] > 1 and (not older or older[-1]["seq"] != newest[0]["seq"] - 1):
+                # The store has not caught up with the log yet: never return a page with a hole.
+                return newest, True
+        elif before is not None and self.store is not None:
+            await self._check_stored_up_to(room, before - 1, older[-1]["seq"] if older else 0)
         return older + newest, more
+
+    async def _check_stored_up_to(self, room: str, wanted: int, top: int) -> None:
+        """A store page ending at ``top`` where the log holds nothing below ``wanted + 1``:
+        :class:`Unavailable` if the store has not stored ``wanted`` yet (the persister lags).
+
+        ``wanted`` is capped at the room's last seq (a ``before`` past it asks for nothing
+        newer). A store already holding later seqs than a missing one will not get it any more
+        (lost with Redis data before it was stored): the page is then what exists."""
+        if top >= wanted:
+            return
+        head = (await self.broker.recent(room, None, 1)).last_seq
+        wanted = min(wanted, head)
+        if top >= wanted:
+            return
+        assert self.store is not None
+        if await self._store_call(self.store.last_seq, room) < wanted:
+            raise Unavailable(f"history of {room}: seqs up to {wanted} are not stored yet")
 
     def evict(self, conn: Connection) -> None:
         """Take a slow consumer out of its rooms now, before its socket is gone."""

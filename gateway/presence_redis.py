@@ -5,7 +5,11 @@ expiry). The ``PRESENCE`` script changes both atomically and tells the room (and
 only when the user's presence really changes: first gateway in, last gateway out. Each gateway
 refreshes its users' entries every third of ``CHAT_PRESENCE_TTL_S`` (one owned task), and sweeps
 the rooms it holds for users whose gateways all stopped refreshing (a crashed gateway), so
-nobody stays online for longer than the TTL after her gateway died.
+nobody stays online for longer than the TTL after her gateway died. A room's hash expires with
+its latest entry.
+
+The same task samples Redis memory (``INFO memory`` of every node) for the
+``chat_redis_*memory_bytes`` gauges the "Redis memory high" alert reads.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from gateway.presence import ROOMS_LISTED, RoomInfo
 from gateway.supervisor import Supervised
 from shared import keys, scripts
 from shared.config import Settings
-from shared.redis_client import AnyRedis, unavailable
+from shared.metrics import GatewayMetrics
+from shared.redis_client import REDIS_DOWN, AnyRedis, unavailable
 from shared.scripts import FanOut
 
 log = logging.getLogger(__name__)
@@ -33,9 +38,13 @@ ROOMS_CACHE_S = 2.0  # /api/rooms answers from a copy this fresh
 class RedisPresence:
     """This gateway's users in Redis, kept alive by one refresh task."""
 
-    def __init__(self, redis: AnyRedis, settings: Settings) -> None:
+    def __init__(
+        self, redis: AnyRedis, settings: Settings, metrics: GatewayMetrics | None = None
+    ) -> None:
         self.redis = redis
         self.settings = settings
+        self.metrics = metrics
+        self._memory_nodes: set[str] = set()  # nodes with a memory sample reported
         self.shards = settings.shards
         self.gateway = settings.gateway_id
         self.fan_out = FanOut.SPUBLISH if isinstance(redis, RedisCluster) else FanOut.PUBLISH
@@ -71,6 +80,7 @@ class RedisPresence:
                 change,
                 self.fan_out,
                 room,
+                self.settings.room_idle_ttl_ms,
             ],
         }
 
@@ -111,10 +121,44 @@ class RedisPresence:
         if self.keeper.restarts:  # after a failure: up only once Redis took a refresh again
             await self._refresh()
         self.keeper.up()
+        await self.sample_memory()
         while True:
             await asyncio.sleep(interval)
+            await self.sample_memory()  # first: a Redis failing the refresh loses its samples
             await self._refresh()
             self.keeper.up()
+
+    async def sample_memory(self) -> None:
+        """Set ``chat_redis_used_memory_bytes`` and ``chat_redis_maxmemory_bytes`` for every
+        Redis node (``host:port``). A node that does not answer loses its samples rather than
+        keeping stale ones; it never fails presence."""
+        if self.metrics is None:
+            return
+        if isinstance(self.redis, RedisCluster):
+            nodes = {node.name: node for node in self.redis.get_nodes()}
+            replies = await asyncio.gather(
+                *(self.redis.info("memory", target_nodes=node) for node in nodes.values()),
+                return_exceptions=True,
+            )
+            infos = dict(zip(nodes, replies, strict=True))
+        else:
+            pool = self.redis.connection_pool.connection_kwargs
+            name = str(pool.get("path") or f"{pool.get('host')}:{pool.get('port')}")
+            try:
+                infos = {name: await self.redis.info("memory")}
+            except REDIS_DOWN as exc:
+                infos = {name: exc}
+        used, limit = self.metrics.redis_used_memory, self.metrics.redis_maxmemory
+        sampled = {name: info for name, info in infos.items() if isinstance(info, dict)}
+        for name in infos.keys() - sampled.keys():
+            log.debug("INFO memory of %s failed: %r", name, infos[name])
+        for name in self._memory_nodes - sampled.keys():
+            used.remove(name)
+            limit.remove(name)
+        for name, info in sampled.items():
+            used.labels(name).set(int(info["used_memory"]))
+            limit.labels(name).set(int(info.get("maxmemory", 0)))
+        self._memory_nodes = set(sampled)
 
     async def _refresh(self) -> None:
         entries = list(self._local)
@@ -165,8 +209,17 @@ class RedisPresence:
             return self._rooms_cache[1]
         with unavailable():
             pipe = self.redis.pipeline(transaction=False)
+            # Rooms idle for longer than their keys live are not listed (scripts.py trims them).
+            active_since = int(time.time() * 1000) - self.settings.room_idle_ttl_ms
             for shard in range(self.shards):
-                pipe.zrevrange(keys.rooms(shard, self.shards), 0, ROOMS_LISTED - 1, withscores=True)
+                pipe.zrevrangebyscore(
+                    keys.rooms(shard, self.shards),
+                    "+inf",
+                    active_since,
+                    start=0,
+                    num=ROOMS_LISTED,
+                    withscores=True,
+                )
             active = [pair for pairs in await pipe.execute() for pair in pairs]
             active.sort(key=lambda pair: pair[1], reverse=True)
             names = sorted(str(room) for room, _ in active[:ROOMS_LISTED])

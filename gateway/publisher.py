@@ -19,10 +19,12 @@ import time
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 
 from gateway.broker import Published, Publisher
+from gateway.pipeline import CommandPipe
 from gateway.publisher_sync import SyncPublisher
 from gateway.seqs import SeqGuard
 from shared import keys, scripts
@@ -36,7 +38,11 @@ FAN_OUT_ARG = 4  # ARGV[5] of the PUBLISH script, 0-based
 
 
 class ScriptPublisher:
-    """One ``PUBLISH`` script call per message (seeding the room's seq first if it is new)."""
+    """One ``PUBLISH`` script call per message (seeding the room's seq first if it is new).
+
+    On one Redis the calls go through a :class:`~gateway.pipeline.CommandPipe`: the publishes of
+    one loop tick share a round trip. (A cluster client routes each call to its slot's node.)
+    """
 
     def __init__(self, redis: AnyRedis, settings: Settings, seqs: SeqGuard) -> None:
         self.redis = redis
@@ -45,6 +51,7 @@ class ScriptPublisher:
         self.seqs = seqs
         self.fan_out = FanOut.SPUBLISH if isinstance(redis, RedisCluster) else FanOut.PUBLISH
         self.script = redis.register_script(scripts.PUBLISH)
+        self.pipe = CommandPipe(redis) if isinstance(redis, Redis) else None
 
     async def publish(self, room: str, user: str, text: str, cid: str | None) -> Published:
         body: dict[str, Any] = {"type": "message", "room": room, "user": user, "text": text}
@@ -65,6 +72,7 @@ class ScriptPublisher:
             int(self.settings.cid_window_s) if cid is not None else "",
             self.fan_out,
             room,
+            self.settings.room_idle_ttl_ms,  # the room's keys expire when it goes idle
         ]
         try:
             result = await self._run(script_keys, args)
@@ -77,7 +85,18 @@ class ScriptPublisher:
         return Published(orjson.loads(result[1]), duplicate=result[0] == PublishReply.KNOWN_CID)
 
     async def _run(self, script_keys: list[str], args: list[str | int]) -> Any:
-        return await self.script(keys=script_keys, args=args)
+        if self.pipe is None:
+            return await self.script(keys=script_keys, args=args)
+        n = len(script_keys)
+        try:
+            return await self.pipe.call("EVALSHA", self.script.sha, n, *script_keys, *args)
+        except NoScriptError:  # a restarted Redis: the script did not run, send it whole
+            return await self.pipe.call("EVAL", self.script.script, n, *script_keys, *args)
+
+    async def close(self) -> None:
+        """Fail what is still pipelined and give its connection back."""
+        if self.pipe is not None:
+            await self.pipe.close()
 
     async def on_failure(self) -> None:
         """Redis failed a publish (a hook for the cluster's slot map)."""
@@ -172,7 +191,7 @@ def publisher_for(
     redis: AnyRedis, settings: Settings, store: Store | None, seqs: SeqGuard | None = None
 ) -> Publisher:
     """The publisher the settings and the Redis deployment call for."""
-    seqs = seqs or SeqGuard(redis, store, settings.shards)
+    seqs = seqs or SeqGuard(redis, store, settings.shards, idle_ttl_ms=settings.room_idle_ttl_ms)
     if settings.persist_mode == "sync":
         return SyncPublisher(redis, settings, store, seqs)
     if isinstance(redis, RedisCluster) and settings.redis_replica_acks > 0:

@@ -10,8 +10,11 @@ delivered seq of the room. Every gateway also raises the seqs of its rooms to wh
 as soon as its subscriber reconnects (:meth:`SeqGuard.raise_to`), so a message that reached
 clients through another gateway cannot be given a seq twice either.
 
-Verification reads the database: after a Redis restart, a room's first publish answers
-``unavailable`` while the database is unreachable (docs/architecture.md).
+The same path serves a room whose keys expired after ``CHAT_ROOM_IDLE_TTL_S`` idle: its seq is
+simply missing, and the first publish or join verifies it again from the database.
+
+Verification reads the database: after a Redis restart, or once an idle room expired, a room's
+first publish answers ``unavailable`` while the database is unreachable (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -34,11 +37,15 @@ class SeqGuard:
         store: Store | None,
         shards: int,
         delivered: Callable[[str], int] = lambda room: 0,
+        *,
+        idle_ttl_ms: int | None = None,
     ) -> None:
         self._redis = redis
         self._store = store
         self._shards = shards
         self._delivered = delivered
+        # Verifying (re)creates a room's seq: it expires like the rest of the room's keys.
+        self._ttl: int | str = "" if idle_ttl_ms is None else idle_ttl_ms
         self._verify = redis.register_script(scripts.VERIFY)
         self._raise = redis.register_script(scripts.RAISE)
 
@@ -55,7 +62,7 @@ class SeqGuard:
         with unavailable():
             seq = await self._verify(
                 keys=[keys.seq(room, self._shards), keys.verified(room, self._shards)],
-                args=[floor],
+                args=[floor, self._ttl],
             )
         return int(seq)
 
@@ -63,7 +70,7 @@ class SeqGuard:
         """Make each room's seq at least its head (after a reconnect, before anything else)."""
         await asyncio.gather(
             *(
-                self._raise(keys=[keys.seq(room, self._shards)], args=[head])
+                self._raise(keys=[keys.seq(room, self._shards)], args=[head, self._ttl])
                 for room, head in heads.items()
             )
         )

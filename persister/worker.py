@@ -35,6 +35,7 @@ class Worker:
         batch_size: int,
         flush_interval_s: float,
         poll_s: float = 0.25,
+        gather_s: float = 0.05,
         max_backoff_s: float = 5.0,
     ) -> None:
         self.source = source
@@ -42,6 +43,7 @@ class Worker:
         self.metrics = metrics
         self.batcher: Batcher[Entry] = Batcher(batch_size, flush_interval_s)
         self._poll_s = poll_s
+        self._gather_s = gather_s
         self._max_backoff_s = max_backoff_s
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -68,8 +70,10 @@ class Worker:
         backoff = 0.05
         while not self._stopping:
             timeout = min(self.batcher.time_left(), self._poll_s)
+            wanted = self.batcher.room() or 1
             try:
-                self.batcher.add(await self.source.read(self.batcher.room() or 1, timeout))
+                read = await self.source.read(wanted, timeout)
+                self.batcher.add(read)
                 backoff = 0.05
             except Exception as exc:
                 # The source (Redis) is unreachable: what was read stays pending there.
@@ -82,6 +86,10 @@ class Worker:
             await self._observe()
             if self.batcher.due():
                 await self.flush()
+            elif read and len(read) < wanted:
+                # Everything there was read: a trickle would otherwise cost one read (a command
+                # naming every stream) per entry. Let entries gather; the batch waits anyway.
+                await asyncio.sleep(min(self._gather_s, self.batcher.time_left()))
         try:
             # What is not read yet stays in Redis; what the source holds would be left pending.
             await self.source.close()

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     redis_replica_acks: int = Field(default=1, ge=0)
     redis_ack_timeout_ms: int = Field(default=500, ge=1)
     presence_ttl_s: float = Field(default=30.0, gt=0)  # a crashed gateway's users vanish after this
+    # A room's Redis state (seq, recent log, verified marker, rooms index entry) expires after
+    # this long without a publish or a join that reads its seq; its seq and history then come
+    # from the database. Keep it far above any persister outage you tolerate: a room that
+    # expires while its messages still wait in a persist stream would continue from the
+    # database's last seq (docs/architecture.md, "Per-room state").
+    room_idle_ttl_s: float = Field(default=7 * 24 * 3600.0, ge=1)
 
     # Persister.
     # The consumer name in the group; empty: derived from host name and pid.
@@ -81,7 +87,7 @@ class Settings(BaseSettings):
     user_join_rate_burst: int = Field(default=40, ge=1)
 
     # Outbound coalescing: at most one flush to the sockets per this many ms.
-    coalesce_ms: float = Field(default=10.0, ge=0)
+    coalesce_ms: float = Field(default=2.0, ge=0)
     # Under load the window grows with the cost of a flush, up to this (gateway/hub.py). 100 ms:
     # nginx and the clients pay per frame too, unseen by the gateway (docs/benchmarks.md).
     coalesce_max_ms: float = Field(default=100.0, ge=0)
@@ -122,6 +128,11 @@ class Settings(BaseSettings):
     def trusted_proxy_list(self) -> list[str]:
         """``CHAT_TRUSTED_PROXIES`` split on commas."""
         return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+
+    @property
+    def room_idle_ttl_ms(self) -> int:
+        """``CHAT_ROOM_IDLE_TTL_S`` in milliseconds, as the Redis scripts take it."""
+        return round(self.room_idle_ttl_s * 1000)
 
     @property
     def auth_mode(self) -> str:

@@ -68,6 +68,19 @@ class GatewayMetrics:
         self.asyncio_tasks = Gauge(
             "chat_asyncio_tasks", "asyncio tasks alive in this process", registry=registry
         )
+        # Sampled by the presence keeper (gateway/presence_redis.py), one series per Redis node.
+        self.redis_used_memory = Gauge(
+            "chat_redis_used_memory_bytes",
+            "Memory the Redis node uses (INFO memory: used_memory)",
+            ["node"],
+            registry=registry,
+        )
+        self.redis_maxmemory = Gauge(
+            "chat_redis_maxmemory_bytes",
+            "The Redis node's maxmemory (0: no limit)",
+            ["node"],
+            registry=registry,
+        )
 
 
 class PersisterMetrics:

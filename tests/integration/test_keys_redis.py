@@ -70,6 +70,7 @@ async def test_users_whose_names_and_cids_join_alike_both_publish(
             logged = [orjson.loads(f["e"]) for _, f in entries]
             assert [(e["seq"], e["user"]) for e in logged] == [(1, "ann"), (2, "ann#x")]
     finally:
+        await publisher.close()
         await client.aclose()
         store.close()
 

@@ -243,6 +243,10 @@ LIMITS = {  # senders retry through a failover: keep the abuse limits out of the
     "chat_rate_burst": 1000,
     "chat_user_rate_per_s": 1000,
     "chat_user_rate_burst": 1000,
+    "chat_join_rate_per_s": 1000,
+    "chat_join_rate_burst": 1000,
+    "chat_user_join_rate_per_s": 1000,
+    "chat_user_join_rate_burst": 1000,
 }
 
 

@@ -13,6 +13,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,30 +135,52 @@ def measure_sync(mariadb: MariaDB, count: int) -> float:
     return rate
 
 
+def measure(
+    count: int, sync_count: int, work: Path | None = None, replicas: Sequence[int] = (2, 3)
+) -> dict[str, Any]:
+    """Every mode's rows/s on private Redis and MariaDB servers, started in ``work`` (a temporary
+    folder if None) and stopped before returning: ``count`` rows drained by one persister at
+    batch 200 and 1000 and by ``replicas`` persisters at batch 200, ``sync_count`` rows
+    committed one by one. ``make bench`` records it as experiment S."""
+    if work is None:
+        with tempfile.TemporaryDirectory(prefix="chat-bench-persister-") as tmp:
+            return measure(count, sync_count, Path(tmp), replicas)
+    modes: list[dict[str, Any]] = []
+    redis_server = RedisServer(work / "redis").start()
+    try:
+        mariadb = MariaDB(work / "mariadb").start()
+        try:
+            for batch in (200, 1000):
+                rate = measure_async(work, redis_server, mariadb, batch, count)
+                modes.append(_mode(f"async, batch {batch}", "async", batch, 1, rate))
+            # Replicas share the streams through the consumer group.
+            for n in replicas:
+                rate = measure_async(work, redis_server, mariadb, 200, count, replicas=n)
+                modes.append(_mode(f"async, batch 200, {n} replicas", "async", 200, n, rate))
+            rate = measure_sync(mariadb, sync_count)
+            modes.append(_mode("sync, one commit per message", "sync", 1, 1, rate))
+        finally:
+            mariadb.stop()
+    finally:
+        redis_server.stop()
+    return {"rows": count, "sync_rows": sync_count, "modes": modes}
+
+
+def _mode(name: str, kind: str, batch: int, replicas: int, rate: float) -> dict[str, Any]:
+    return {"mode": name, "kind": kind, "batch": batch, "replicas": replicas,
+            "rows_per_s": round(rate)}  # fmt: skip
+
+
 def main() -> None:
     count = int(os.environ.get("BENCH_ROWS", "50000"))
     sync_count = int(os.environ.get("BENCH_SYNC_ROWS", "3000"))
-    with tempfile.TemporaryDirectory(prefix="chat-bench-persister-") as tmp:
-        work = Path(tmp)
-        redis_server = RedisServer(work / "redis").start()
-        mariadb = MariaDB(work / "mariadb").start()
-        try:
-            results = [(f"async, batch {b}", measure_async(work, redis_server, mariadb, b, count))
-                       for b in (200, 1000)]  # fmt: skip
-            # Replicas share the streams through the consumer group.
-            results += [(f"async, batch 200, {n} replicas",
-                         measure_async(work, redis_server, mariadb, 200, count, replicas=n))
-                        for n in (2, 3)]  # fmt: skip
-            results.append(("sync, one commit per message", measure_sync(mariadb, sync_count)))
-        finally:
-            mariadb.stop()
-            redis_server.stop()
+    results = measure(count, sync_count)
     print(f"\npersister throughput ({platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, {cpu_speed()}, python {sys.version.split()[0]}); "
           f"{count} rows async, {sync_count} rows sync")  # fmt: skip
     print("| mode | rows/s |\n|---|---|")
-    for name, rate in results:
-        print(f"| {name} | {rate:,.0f} |")
+    for mode in results["modes"]:
+        print(f"| {mode['mode']} | {mode['rows_per_s']:,} |")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.compare import part_compare
+from bench.persister import measure as persister_capacity
 from bench.rooms import part_rooms
 from bench.settings import BenchSettings
 from loadtests.procstats import ProcessSampler
@@ -221,9 +223,10 @@ class Bench:
             print(f"!! {what} failed: {exc!r}", file=sys.stderr, flush=True)
 
     def run(self) -> None:
-        for part in (self.part_one_gateway, self.part_three_gateways, self.part_sync,
+        for part in (self.part_one_gateway, self.part_three_gateways,
+                     self.part_persister_capacity, self.part_sync,
                      self.part_memory, self.part_cluster, self.part_baseline,
-                     self.part_rooms):  # fmt: skip
+                     self.part_rooms, self.part_compare):  # fmt: skip
             with self.attempt(part.__name__):
                 part(set(self.s.experiments))
 
@@ -261,6 +264,17 @@ class Bench:
                 with self.attempt("experiments 4 and 5"):
                     self.peak(stack)
 
+    def part_persister_capacity(self, want: set[str]) -> None:
+        """Experiment S: the persister's capacity, ``make bench-persister`` on its own Redis and
+        MariaDB (rows/s draining a backlog; one commit per message). The peak of experiment 5
+        only shows whether the persister kept up with the rate offered there."""
+        if "S" in want:
+            capacity = persister_capacity(
+                self.s.persister_rows, self.s.persister_sync_rows, self.work / "persister"
+            )
+            self.facts["persister_capacity"] = capacity
+            print(f"== eS: {capacity}", file=sys.stderr, flush=True)
+
     def part_sync(self, want: set[str]) -> None:
         if "2" in want:
             with self.stack(3, persist="sync") as stack:
@@ -293,6 +307,9 @@ class Bench:
 
     def part_rooms(self, want: set[str]) -> None:
         part_rooms(self, want)
+
+    def part_compare(self, want: set[str]) -> None:
+        part_compare(self, want)
 
     def part_baseline(self, want: set[str]) -> None:
         if "7" in want:

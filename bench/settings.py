@@ -27,6 +27,9 @@ QUICK = {
     "rooms_users": 1000,
     "rooms_count": 200,
     "rooms_rates": [250, 500, 1000, 2000, 3000],
+    "compare_one_rates": [10, 50, 100, 400, 1000],
+    "persister_rows": 20_000,  # experiment S: the full run drains 50,000
+    "persister_sync_rows": 500,
 }
 
 
@@ -44,7 +47,7 @@ class BenchSettings(BaseSettings):
     )
 
     quick: bool = False
-    experiments: Annotated[list[str], NoDecode] = list("1234567LCR")
+    experiments: Annotated[list[str], NoDecode] = list("1234567LCRPS")
     users: int = 1000  # the big room
     users_small: int = 500  # experiment 1's smaller run
     rate: float = 500.0  # msgs/s offered in experiments 1 and 2 (deliveries/s = rate x users)
@@ -69,6 +72,12 @@ class BenchSettings(BaseSettings):
     rooms_count: int = 1000
     rooms_per_user: int = 3  # the variant: rooms over one connection (rooms scaled to match)
     rooms_rates: Rates = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000]
+    # Experiment P: the one-room ladder shared by the project and its peers (msgs/s in).
+    compare_one_rates: Rates = [10, 25, 50, 100, 200, 400, 700, 1000, 1250, 1500]
+    # Experiment S: the persister's capacity (bench.persister): rows drained from a backlog by
+    # the persister (batch 200, 1000; 2 and 3 replicas), and rows committed one at a time.
+    persister_rows: int = 50_000
+    persister_sync_rows: int = 3000
     workers: int = 2
     sample_every: int = 20
     text_bytes: int = 32
@@ -83,7 +92,13 @@ class BenchSettings(BaseSettings):
         return value not in ("0", "false", "no") if isinstance(value, str) else value
 
     @field_validator(
-        "experiments", "peak_rates", "sync_rates", "baseline_rates", "rooms_rates", mode="before"
+        "experiments",
+        "peak_rates",
+        "sync_rates",
+        "baseline_rates",
+        "rooms_rates",
+        "compare_one_rates",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:

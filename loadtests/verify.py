@@ -25,6 +25,21 @@ USER = itemgetter("user")
 MAX_REMEMBERED_GAP = 100_000  # a larger jump is counted as lost at once
 
 
+def sent_at(event: Any) -> float:
+    """When the message was sent: the client's clock at the head of the text (the load
+    generator's ``send`` puts it there, as the Socket.IO peers carry it in their payload), so
+    latency is end to end, as for the peers; else the server's ``ts``."""
+    text = event.get("text")
+    if type(text) is str:
+        head = text.partition(" ")[0]
+        if head[:1].isdigit():
+            try:
+                return float(head)
+            except ValueError:
+                pass
+    return float(event["ts"])
+
+
 def unpack(frame: Any) -> list[Any]:
     """The events of a decoded frame: an array is unpacked, a single object becomes ``[obj]``."""
     return frame if type(frame) is list else [frame]
@@ -80,7 +95,7 @@ class Tally:
         picked = events[phase::k]
         add = self.latency.add
         for event in picked:
-            add(now_ms - event["ts"])
+            add(now_ms - sent_at(event))
         self.sample_phase = phase + k * len(picked) - n
 
 

@@ -231,5 +231,7 @@ class _Payloads:
 
     def send(self, room: str, cid: str, user: str = "") -> bytes:
         """One ``send`` (``user``: the sender, implied by the connection here)."""
-        text = (cid + " " + self.pad)[: max(len(cid), len(self.pad))]
+        # The send time leads the text: receivers measure latency from it (end to end).
+        head = f"{time.time() * 1000:.1f} {cid}"
+        text = (head + " " + self.pad)[: max(len(head), len(self.pad))]
         return orjson.dumps({"type": "send", "room": room, "text": text, "cid": cid})

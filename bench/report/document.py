@@ -16,8 +16,9 @@ SUMMARY_HEADER = ("experiment", "original (k6, Spring Boot)", "this project", "t
 
 
 def summary_rows(data: Results) -> list[Row]:
-    """(experiment, original, this project, target/verdict), every experiment in turn."""
-    return [row for e in EXPERIMENTS for row in e.rows(data)]
+    """(experiment, original, this project, target/verdict), every experiment the run was asked
+    for in turn."""
+    return [row for e in EXPERIMENTS if e.asked(data) for row in e.rows(data)]
 
 
 def write_report(out: Path, data: Results) -> str:

@@ -30,5 +30,13 @@ def method(s: dict[str, Any]) -> list[str]:
         "- Experiment 3 and 6 connect to gateways directly (one user per gateway; 6: one "
         "gateway); all other runs go through nginx.",
         "- CPU% is per process tree (nginx with its workers), averaged over the measured "
-        "phases; 100 % is one core.",
+        "phases; 100 % is one core. Experiments R and P: per step, and as µs of CPU per "
+        "message in (CPU % x 10,000 / msgs/s sent).",
+        "- Experiment P's peers are driven by the same load generator in its Socket.IO mode "
+        "(Engine.IO v4 over a plain WebSocket): loss, order and duplicates from per-sender "
+        "counters in the payload, latency from the send time in the payload (the peers stamp "
+        "no server time), so their latency includes the way in that this project's omits.",
+        "- Experiment 5 reports whether the persister kept up with the rate the peak search "
+        "offered (its rows/s follow that rate); its capacity is experiment S, "
+        "`bench.persister` (`make bench-persister`) run on its own Redis and MariaDB.",
     ]

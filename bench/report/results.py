@@ -47,3 +47,11 @@ def step_text(step: dict[str, Any]) -> str:
     return (
         f"{step['deliveries_per_s']:,}/s at {step['rate']:g} msgs/s, p99 {step['p99_ms']} ms, {ok}"
     )
+
+
+def faults(run: Run | dict[str, Any]) -> str:
+    """Gaps, reorders and duplicates a run (or a step) saw, zeros included."""
+    return (
+        f"{run.get('gaps', 0):,} gaps, {run.get('reordered', 0):,} reordered, "
+        f"{run.get('duplicates', 0):,} duplicates"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.report.experiments import EXPERIMENTS
 from bench.report.markdown import table
 from bench.report.results import Results, Run, step_text
 
@@ -32,6 +33,7 @@ STEP_HEADER = (
     "p50 ms",
     "p99 ms",
     "verification",
+    "gaps",
     "reordered",
     "held",
 )
@@ -77,7 +79,8 @@ def _step_row(r: Run, step: dict[str, Any]) -> tuple[Any, ...]:
         step.get("p50_ms", "-"),
         step["p99_ms"],
         "✓" if step["clean"] else _failed(step),
-        step["reordered"],
+        f"{step.get('gaps', 0):,}",
+        f"{step['reordered']:,}",
         "✓" if step["held"] else "✗",
     )
 
@@ -97,8 +100,12 @@ def _outcome(r: Run, p99_ms: float) -> str:
 
 
 def peak_searches(data: Results) -> list[str]:
-    """The "Peak searches" section (empty without one): every step, then how each ended."""
-    searches = [r for r in data["runs"] if r.get("steps") is not None]
+    """The "Peak searches" section (empty without one): every step, then how each ended.
+    Experiments that show their ladders themselves (R, P) are left to their own section."""
+    own = {e.key for e in EXPERIMENTS if e.own_ladders}
+    searches = [
+        r for r in data["runs"] if r.get("steps") is not None and r["experiment"] not in own
+    ]
     steps = [_step_row(r, step) for r in searches for step in r["steps"]]
     if not steps:
         return []

@@ -20,7 +20,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bench_defaults() -> None:
     s = BenchSettings()
     assert not s.quick
-    assert s.experiments == list("1234567LC")
+    assert s.experiments == list("1234567LCRPS")
     assert s.users == 1000 and s.duration_s == 20.0 and s.idle_connections == 10_000
     # The report prints the settings: defaults keep their own types.
     assert s.model_dump()["peak_rates"] == [100, 250, 500, 1000, 1250, 1500, 2000, 2500, 3000, 4000]

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from loadtests.verify import RoomSeq, Tally, UserVerifier, unpack
+from loadtests.verify import RoomSeq, Tally, UserVerifier, sent_at, unpack
 
 
 def msg(
@@ -147,3 +147,12 @@ def test_sender_tracking_counts_per_sender() -> None:
     )
     v.on_frame(frame(msg(1, user="bob"), msg(2, user="carol"), msg(3, user="bob")), 0)
     assert v.senders == {"bob": 2, "carol": 1}
+
+
+def test_latency_runs_from_the_send_time_at_the_head_of_the_text() -> None:
+    # The load generator's texts lead with the client's send time: end to end, as the peers.
+    assert sent_at({"text": "1000.5 run-7 xxxx", "ts": 1003}) == 1000.5
+    # Any other text: the server's publish time.
+    assert sent_at({"text": "hello there", "ts": 1003}) == 1003.0
+    assert sent_at({"text": "12ab x", "ts": 7}) == 7.0
+    assert sent_at({"ts": 9}) == 9.0

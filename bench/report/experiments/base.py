@@ -10,7 +10,15 @@ class Experiment:
     a subclass overrides only what it shows (the defaults show nothing)."""
 
     key = ""
-    charted = False  # its runs are bars of deliveries.png and p99.png
+    charted = False  # its runs (a peak search: its highest held step) are bars of
+    # deliveries.png and p99.png
+    own_ladders = False  # it shows its runs' steps itself: not in "Peak searches" nor in
+    # latency_cdf.png (each step is on its scenario's chart)
+
+    def asked(self, data: Results) -> bool:
+        """Whether the run was asked for it (``BENCH_EXPERIMENTS``): its summary lines are left
+        out otherwise, rather than saying "not run"."""
+        return self.key in data["settings"].get("experiments", self.key)
 
     def rows(self, data: Results) -> list[Row]:
         """Its lines of the summary table."""

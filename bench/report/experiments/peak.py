@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from bench.report.experiments.base import Experiment
 from bench.report.markdown import verdict
-from bench.report.results import Results, Row, find, step_text
+from bench.report.results import Results, Row, faults, find, step_text
 
 TARGET = 2_000_000  # deliveries/s
 
 
 class Peak(Experiment):
     key = "4"
+    charted = True
 
     def rows(self, data: Results) -> list[Row]:
         s = data["settings"]
@@ -22,6 +23,8 @@ class Peak(Experiment):
             shown = f"no step held; best step {step_text(run['best_step'])}"
         else:
             shown = "no step held" if run else "not run"
+        if run:
+            shown += f"; over the run {faults(run)}"
         # A search where no step held scores 0, one that did not run is not measured.
         held = peak["deliveries_per_s"] if peak else (0 if run else None)
         return [

@@ -5,6 +5,13 @@ their own clients. Its presence twin is ``gateway/presence_memory.py``.
 
 Like Redis keys (``CHAT_ROOM_IDLE_TTL_S``), a room's entries here go once it has had no member
 and no publish for ``idle_ttl_s``: its seq is read back from the store when it is used again.
+
+In synchronous persist mode (``sync``) a message is stored before it is published, one message of
+a room at a time, as in ``gateway/publisher_sync.py``: a seq is given back only when its write
+surely failed. When the outcome is unknown (``CommitUnknown``) the same idempotent write runs
+again at once; if that fails too, the message stays the room's *pending* message (the room is
+not pruned meanwhile), and the room's next publish (a resend of it included) stores and
+publishes it under its seq before taking a seq of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from gateway.supervisor import Supervised
 from shared import events
 from shared.errors import Unavailable
 from shared.events import Message, PresenceEvent
-from shared.store import Store
+from shared.store import CommitUnknown, Store
 from shared.stream_memory import MemoryStream
 
 logger = logging.getLogger(__name__)
@@ -45,6 +52,8 @@ class MemoryBroker:
         # Rooms holding entries, least recently active (published, joined, left) first.
         self._active: OrderedDict[str, float] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
+        # sync mode: room → the message whose seq was taken and whose row may be stored.
+        self._pending: dict[str, Message] = {}
         self._store = store
         self._clock = clock
         self._seq: dict[str, int] = {}
@@ -90,16 +99,49 @@ class MemoryBroker:
             return self._known(room, user, cid) or self._commit(self._next(room, user, text, cid))
         # Synchronous persist mode: store first; the room's lock keeps seqs gapless.
         async with self._locks.setdefault(room, asyncio.Lock()):
+            pending = self._pending.get(room)
+            if pending is not None:
+                # An earlier message's write has an unknown outcome: settle it first (a resend
+                # of it then finds its cid below).
+                await self._settle(pending, ours=False)
             known = self._known(room, user, cid)
             if known is not None:
                 return known
             msg = self._next(room, user, text, cid)
+            # Pending from now until the write's outcome is known (a cancelled publish leaves
+            # it pending: its write may still run).
+            self._pending[room] = msg
+            return await self._settle(msg, ours=True)
+
+    async def _settle(self, msg: Message, *, ours: bool) -> Published:
+        """Store the room's pending ``msg`` and publish it; the room's lock is held. ``ours``:
+        its seq was taken by this call, so a write that surely failed gives the seq back."""
+        assert self._store is not None
+        room, seq = msg["room"], msg["seq"]
+        conflicts: list[object] = []
+        try:
+            await asyncio.to_thread(self._store.write, [msg], conflicts.append)
+        except CommitUnknown as exc:
+            # The row may or may not be stored: the seq cannot be given back. The same insert
+            # again stores it or finds it (rows are unique on room and seq).
+            logger.warning("commit of %s #%d unknown (%s); writing it again", room, seq, exc)
             try:
-                assert self._store is not None
-                await asyncio.to_thread(self._store.write, [msg])
-            except Exception as exc:
-                raise Unavailable(f"store: {exc}") from exc
-            return self._commit(msg)
+                await asyncio.to_thread(self._store.write, [msg], conflicts.append)
+            except Exception as again:
+                raise Unavailable(f"store: {again}") from again  # still pending
+        except Exception as exc:
+            # Nothing of this write was committed; an earlier write of a pending message that
+            # was not ours may have been: it stays pending.
+            if ours:
+                del self._pending[room]
+            raise Unavailable(f"store: {exc}") from exc
+        del self._pending[room]
+        if conflicts:
+            # The database holds another message under this seq: it is that seq's message.
+            logger.error("%s #%d is another message in the database; not published", room, seq)
+            self._seq[room] = seq  # burned: join since reads it from the store
+            raise Unavailable(f"seq {seq} of {room} is taken")
+        return self._commit(msg)
 
     def _known(self, room: str, user: str, cid: str | None) -> Published | None:
         self._expire_cids(self._clock())
@@ -191,8 +233,10 @@ class MemoryBroker:
             if idle in self._subscribed:
                 continue  # touched again when its last member leaves
             lock = self._locks.get(idle)
-            if lock is not None and lock.locked():
-                self._active[idle] = now  # a publish is storing its message: not idle
+            if idle in self._pending or (lock is not None and lock.locked()):
+                # A publish is storing its message, or a message's write has an unknown outcome
+                # (its seq must not be read back from the store): not idle.
+                self._active[idle] = now
                 continue
             self._logs.pop(idle, None)
             self._locks.pop(idle, None)

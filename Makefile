@@ -21,7 +21,7 @@ export BENCH_QUICK
 
 # A bare `make` lists the targets.
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate stack up down token bench bench-persister soak system-deps lint unit test clean
+.PHONY: help venv run migrate stack up down token bench bench-persister soak chaos system-deps lint unit test clean
 
 help: ## this list: every target and what it does
 	@awk -F ':.*## ' '/^[a-zA-Z][a-zA-Z0-9_-]*:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -65,6 +65,12 @@ bench-persister: venv system-deps ## rows/s into MariaDB: persister batches (200
 # SOAK_USERS (300), SOAK_RATE (50 msgs/s), SOAK_CHURN_PER_S (20). Not part of `make test`.
 soak: venv system-deps ## leak hunt: steady load + connection churn -> bench/results/soak-<timestamp>.md
 	$(foreach v,$(filter SOAK_%,$(.VARIABLES)),$(v)='$($(v))') $(PY) -m bench.soak
+
+# `make chaos`: every CHAOS_* variable is passed through (see bench/chaos/settings.py), e.g.
+# CHAOS_SECONDS (300), CHAOS_SEED, CHAOS_FAULTS=gateway,redis; REDIS=cluster (or CHAOS_REDIS)
+# for a Redis Cluster. Not part of `make test`; docs/chaos.md tells how to read the report.
+chaos: venv system-deps ## faults under traffic (seeded), then no loss/duplicate/reused seq -> bench/results/chaos-<timestamp>.md
+	CHAOS_REDIS='$(strip $(REDIS))' $(foreach v,$(filter CHAOS_%,$(.VARIABLES)),$(v)='$($(v))') $(PY) -m bench.chaos
 
 system-deps: ## system packages the tests need (apt, only where missing)
 	@missing=""; \

@@ -194,8 +194,9 @@ class RedisBroker:
         for entry in _payloads(entries):
             self._on_event(room, entry)
         # Whatever the log no longer holds is gone for live delivery; clients see the jump in
-        # seq and recover from the database with ``join since``.
-        self._heads[room] = seq - 1
+        # seq and recover from the database with ``join since``. Never backwards: while the log
+        # was read, other paths (catch-up, a concurrent fill, live events) may have gone past.
+        self._heads[room] = max(self._heads.get(room, 0), seq - 1)
         self._on_event(room, data)
 
     async def _drop_subscriber(self) -> None:

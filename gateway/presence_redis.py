@@ -187,7 +187,10 @@ class RedisPresence:
         sha = await self.redis.script_load(scripts.REFRESH)  # after a restart it is gone
         pipe = self.redis.pipeline(transaction=False)
         for room, user in entries:
-            pipe.evalsha(
+            # execute_command: a cluster pipeline refuses its ``evalsha`` method, not the command
+            # (routed by the keys, which share the room's slot).
+            pipe.execute_command(
+                "EVALSHA",
                 sha,
                 2,
                 keys.presence(room, self.shards),

@@ -7,6 +7,7 @@ import asyncio
 import functools
 from typing import Any
 
+import orjson
 import pytest
 import redis
 import redis.asyncio
@@ -80,3 +81,36 @@ async def test_a_join_failing_after_presence_leaves_no_ghost(
     assert admin.zrange(keys.presence_user("ghost", "alice", SHARDS), 0, -1) == []
     await bob.close()
     admin.close()
+
+
+async def test_a_gap_fill_racing_live_events_never_delivers_a_seq_twice(
+    redis_server: RedisServer,
+) -> None:
+    # After a failover, catch-up, gap fills and live events of one room interleave: a gap fill
+    # that finishes after later seqs were delivered must not move the room's head back.
+    settings = Settings(broker="redis", redis_url=redis_server.url)
+    client = redis_client.connect(redis_server.url, pool_size=4)
+    broker = RedisBroker(client, settings, store=None)
+    delivered: list[int] = []
+    await broker.start(lambda room, seq, ts, data: delivered.append(seq))
+    try:
+        await asyncio.wait_for(broker.connected.wait(), 5)
+        events = {}
+        for n in range(1, 10):
+            published = await broker.publish("race", "ann", f"m{n}", f"c{n}")
+            events[n] = orjson.dumps(published.message).decode()
+        delivered.clear()
+        broker._heads["race"] = 5  # delivered up to 5; 8 arrives first, live
+        real_xrange = client.xrange
+
+        async def racing_xrange(*args: Any, **kwargs: Any) -> Any:
+            for n in (6, 7, 8, 9):  # another path delivers them while the fill reads the log
+                broker._on_event("race", events[n])
+            return await real_xrange(*args, **kwargs)
+
+        client.xrange = racing_xrange  # type: ignore[method-assign]
+        await broker._fill_gap("race", 8, events[8])
+        assert delivered == [6, 7, 8, 9]
+        assert broker._heads["race"] == 9
+    finally:
+        await broker.close()

@@ -1,0 +1,49 @@
+"""Presence on a Redis Cluster: the keeper's periodic refresh must work there too (redis-py
+refuses ``evalsha`` on a cluster pipeline; the refresh once failed for good on its first run)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.config import Settings
+from stack.cluster import LocalRedisCluster
+from stack.processes import wait_until
+from tests.conftest import Client, http_get, join
+
+
+async def test_presence_refresh_extends_members_and_the_gateway_stays_ready(
+    cluster: LocalRedisCluster, start_gateways_on: Any
+) -> None:
+    # A short TTL: the keeper refreshes every half second.
+    (gateway,) = start_gateways_on(cluster.url, 1, chat_presence_ttl_s=1.5)
+    alice = await join(gateway, "alice", "lobby")
+    shards = Settings().shards
+    rc = redis.RedisCluster(
+        startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes],
+        decode_responses=True,
+    )
+    try:
+        key = keys.presence_user("lobby", "alice", shards)
+
+        def expiry() -> float:
+            return max((score for _, score in rc.zrange(key, 0, -1, withscores=True)), default=0)
+
+        first = await asyncio.to_thread(expiry)
+        assert first > 0
+        # Two refreshes later her expiry has moved on by at least their interval.
+        await asyncio.to_thread(
+            wait_until, lambda: expiry() >= first + 1000, 10, "alice's presence refreshed"
+        )
+    finally:
+        rc.close()
+    status, body = http_get(gateway.url + "/readyz")
+    assert status == 200, body
+    bob = await Client.connect(f"{gateway.ws_url}?user=bob&room=lobby")
+    joined = await bob.expect("joined", room="lobby")
+    assert joined["members"] == ["alice", "bob"]
+    await alice.close()
+    await bob.close()

@@ -199,9 +199,19 @@ class RedisPresence:
                 self.gateway,
                 expiry,
             )
-        for (room, user), refreshed in zip(entries, await pipe.execute(), strict=True):
-            if not refreshed and self._local[(room, user)] > 0:
+        refused = 0
+        results = await pipe.execute(raise_on_error=False)
+        for (room, user), refreshed in zip(entries, results, strict=True):
+            if isinstance(refreshed, Exception):
+                if "NOREPLICAS" not in str(refreshed):
+                    raise refreshed
+                # A cluster shard without a replica refuses writes (min-replicas-to-write):
+                # that shard's entries wait for the next round; the others are refreshed.
+                refused += 1
+            elif not refreshed and self._local[(room, user)] > 0:
                 await self._presence(**self._script_args(room, user, "join"))
+        if refused:
+            log.info("%d presence entries not refreshed: their shard has no replica", refused)
 
     async def rooms(self) -> list[RoomInfo]:
         """The most recently active rooms (at most ``ROOMS_LISTED``), from the shards' rooms

@@ -35,6 +35,9 @@ from shared.scripts import FanOut, PublishReply
 from shared.store import Store
 
 FAN_OUT_ARG = 4  # ARGV[5] of the PUBLISH script, 0-based
+# The error a primary answers a write with while fewer replicas than min-replicas-to-write are
+# in sync (Redis adds the script's name when a script's write is refused).
+NOREPLICAS = "NOREPLICAS"
 
 
 class ScriptPublisher:
@@ -105,8 +108,14 @@ class ScriptPublisher:
 class ReplicatedPublisher(ScriptPublisher):
     """The script, then ``WAIT`` on the same connection, then the fan-out.
 
-    A message is acknowledged, and seen by anyone, only once ``redis_replica_acks`` replicas
-    have it. (The cluster client's own ``wait()`` goes to every primary on other connections.)
+    A message is acknowledged, and fanned out, only once ``redis_replica_acks`` replicas have
+    it. (The cluster client's own ``wait()`` goes to every primary on other connections.)
+
+    A primary with no replica in sync refuses the script before it writes anything
+    (``min-replicas-to-write``: ``NOREPLICAS``), answered ``unavailable``. A message the
+    primary stored but no replica confirmed is answered ``unavailable`` too, and its seq is
+    remembered (:meth:`SeqGuard.unreplicated`) so that, should a replica without it be
+    promoted, this gateway never lets the seq be issued again (docs/cluster.md).
     """
 
     def __init__(self, redis: RedisCluster, settings: Settings, seqs: SeqGuard) -> None:
@@ -122,7 +131,7 @@ class ReplicatedPublisher(ScriptPublisher):
 
     async def _replicated(self, script_keys: list[str], args: list[str | int]) -> Any:
         acks, timeout = self.settings.redis_replica_acks, self.settings.redis_ack_timeout_ms
-        channel = str(args[1])
+        channel, room = str(args[1]), str(args[5])
         script = self.script
         call: list[Any] = ["EVALSHA", script.sha, len(script_keys), *script_keys, *args]
         call[3 + len(script_keys) + FAN_OUT_ARG] = FanOut.NONE  # stored only: published below
@@ -136,22 +145,48 @@ class ReplicatedPublisher(ScriptPublisher):
             if isinstance(result, MovedError | AskError):
                 await self._refresh_slots(force=True)  # the script did not run there
                 continue
+            if isinstance(result, ResponseError) and str(result).startswith(NOREPLICAS):
+                # min-replicas-to-write: the primary lost its replicas and refused the script's
+                # first write, so nothing of this message exists anywhere.
+                raise Unavailable(f"the primary has no replica in sync: {result}")
             if isinstance(result, Exception):
                 raise result
+            if result[0] == PublishReply.UNVERIFIED:
+                return result  # nothing written: the caller verifies the room and calls again
+            if result[0] == PublishReply.KNOWN_CID:
+                # A resend: the script wrote nothing. WAIT counts the replicas that have this
+                # connection's last write; Redis 7.0 moves that mark on every command, later
+                # versions only on a command that propagates, so there this WAIT would say
+                # nothing of the original (written earlier, perhaps through another gateway,
+                # perhaps never replicated). Write its cid key again (same value, same ttl) and
+                # wait for that write.
+                replicated = await self._rewritten(script_keys[3], result[1], acks, timeout)
+            seq = int(orjson.loads(result[1])["seq"])
             if isinstance(replicated, Exception) or int(replicated) < acks:
                 # Stored on the primary, maybe not beyond: the client resends with the same cid,
-                # which is idempotent on whichever node then answers.
+                # which is idempotent on whichever node then answers. Should a replica without
+                # it be promoted, this seq is never issued again by this gateway.
+                self.seqs.unreplicated(room, seq)
                 raise Unavailable(f"not replicated to {acks} replica(s) within {timeout} ms")
-            if result[0] != PublishReply.UNVERIFIED:
-                # A known cid is published again: its first attempt may never have been
-                # (gateways drop seqs they already delivered).
-                [published] = await self._on_primary(
-                    script_keys[0], [["SPUBLISH", channel, result[1]]]
-                )
-                if isinstance(published, Exception):
-                    raise published
+            self.seqs.replicated(room, seq)
+            # A known cid is published again: its first attempt may never have been
+            # (gateways drop seqs they already delivered).
+            [published] = await self._on_primary(script_keys[0], [["SPUBLISH", channel, result[1]]])
+            if isinstance(published, Exception):
+                raise published
             return result
         raise Unavailable(f"the slot of {script_keys[0]} keeps moving")
+
+    async def _rewritten(self, cid_key: str, event: str, acks: int, timeout: int) -> Any:
+        """``SET cid event XX KEEPTTL`` then ``WAIT`` on one connection: the replicas that have
+        everything the primary held when it found the cid (an error, or 0, if it cannot tell).
+        """
+        written, replicated = await self._on_primary(
+            cid_key, [["SET", cid_key, event, "XX", "KEEPTTL"], ["WAIT", acks, timeout]]
+        )
+        if isinstance(written, Exception) or written is None:  # NOREPLICAS, moved, expired
+            return written if isinstance(written, Exception) else 0
+        return replicated
 
     async def _on_primary(self, key: str, commands: list[list[Any]]) -> list[Any]:
         """Send ``commands`` pipelined on one connection to the primary owning ``key``; error

@@ -87,12 +87,23 @@ def parse_nodes(text: str) -> list[NodeInfo]:
     return nodes
 
 
+# An isolated primary refuses writes (docs/cluster.md, "Residual risks"): a primary accepts a
+# write command only while at least MIN_REPLICAS_TO_WRITE replicas acknowledged its stream no
+# more than MIN_REPLICAS_MAX_LAG_S seconds ago (replicas acknowledge every second; Redis counts
+# whole seconds, so a primary refuses 2-4 s after its last replica went silent, at once when
+# the replica's connection closes). A refused script writes nothing: ``NOREPLICAS``.
+MIN_REPLICAS_TO_WRITE = 1
+MIN_REPLICAS_MAX_LAG_S = 2
+
+
 @dataclass
 class ClusterNode(RedisServer):
     """One redis-server in cluster mode; its ``dir`` holds its AOF and ``nodes.conf``."""
 
     name = "redis-cluster"
     node_timeout_ms: int = 2000
+    min_replicas_to_write: int = MIN_REPLICAS_TO_WRITE
+    min_replicas_max_lag_s: int = MIN_REPLICAS_MAX_LAG_S
 
     def command(self) -> list[str]:
         return [
@@ -101,7 +112,18 @@ class ClusterNode(RedisServer):
             "--cluster-node-timeout", str(self.node_timeout_ms),
             # A replica's first full sync starts at once (the default waits 5 s for others).
             "--repl-diskless-sync-delay", "0",
+            # Every node: any replica may be promoted.
+            "--min-replicas-to-write", str(self.min_replicas_to_write),
+            "--min-replicas-max-lag", str(self.min_replicas_max_lag_s),
         ]  # fmt: skip
+
+    def good_replicas(self) -> int | None:
+        """How many replicas this node counts for ``min-replicas-to-write`` (None: a replica,
+        or the setting is off)."""
+        with self.client() as conn:
+            info = conn.info("replication")
+        good = info.get("min_slaves_good_slaves")
+        return None if info.get("role") != "master" or good is None else int(good)
 
     def client(self, timeout: float = 1.0) -> redis.Redis:
         return redis.Redis(
@@ -123,6 +145,8 @@ class LocalRedisCluster:
     size: int = 6
     replicas: int = 1
     node_timeout_ms: int = 2000
+    min_replicas_to_write: int = MIN_REPLICAS_TO_WRITE  # 0: an isolated primary keeps writing
+    min_replicas_max_lag_s: int = MIN_REPLICAS_MAX_LAG_S
     ready_timeout: float = 30.0
     nodes: list[ClusterNode] = field(default_factory=list)
 
@@ -147,7 +171,13 @@ class LocalRedisCluster:
         try:
             for _ in range(self.size):
                 port = free_cluster_port(taken)
-                node = ClusterNode(self.dir / str(port), port, node_timeout_ms=self.node_timeout_ms)
+                node = ClusterNode(
+                    self.dir / str(port),
+                    port,
+                    node_timeout_ms=self.node_timeout_ms,
+                    min_replicas_to_write=self.min_replicas_to_write,
+                    min_replicas_max_lag_s=self.min_replicas_max_lag_s,
+                )
                 self.nodes.append(node)
                 node.start()
             result = subprocess.run(
@@ -169,7 +199,8 @@ class LocalRedisCluster:
 
     def healthy(self) -> bool:
         """For a freshly created cluster, on every node: ``cluster_state:ok``, all slots ok, every
-        node known with its role, every replica's link to its primary up (so it can be promoted).
+        node known with its role, every replica's link to its primary up (so it can be promoted),
+        every primary counting enough replicas in sync to accept writes (``min-replicas``).
         """
         running = [node for node in self.nodes if node.running]
         try:
@@ -194,10 +225,13 @@ class LocalRedisCluster:
                 if not all(n.slots for n in primaries):
                     return False
                 me = next(n for n in nodes if "myself" in n.flags)
-                if not me.is_primary:
-                    with node.client() as conn:
-                        if conn.info("replication").get("master_link_status") != "up":
-                            return False
+                with node.client() as conn:
+                    replication = conn.info("replication")
+                if not me.is_primary and replication.get("master_link_status") != "up":
+                    return False
+                good = replication.get("min_slaves_good_slaves")
+                if me.is_primary and good is not None and int(good) < self.min_replicas_to_write:
+                    return False
         except (redis.RedisError, OSError):
             return False
         return True

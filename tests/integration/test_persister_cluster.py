@@ -260,12 +260,12 @@ async def test_persister_keeps_draining_through_a_primary_failover(
 
     async def produce(room: str) -> None:
         """Keep writing the room's next seq; retry the same seq until a replica has it. The
-        promoted replica has none left (its primary is dead), and is not killed: its plain
-        acknowledgement is enough."""
+        promoted replica refuses writes (``NOREPLICAS``) until the old primary is back as its
+        replica (min-replicas-to-write), and the persister's reads there with them."""
         while not stop.is_set():
             try:
-                port, replicas = await xadd_acked(client, room, written[room] + 1)
-                if replicas < 1 and port != replica:
+                _, replicas = await xadd_acked(client, room, written[room] + 1)
+                if replicas < 1:
                     raise RuntimeError(f"{room}: no replica has seq {written[room] + 1}")
             except Exception:
                 # The primary is gone, the slot moved, or the entry may be lost: learn the
@@ -290,6 +290,12 @@ async def test_persister_keeps_draining_through_a_primary_failover(
             "the replica's promotion",
         )
         promoted_after = time.monotonic() - killed_at
+        # The old primary rejoins as the promoted node's replica; until it is in sync, the
+        # promoted node takes no writes.
+        await asyncio.to_thread(cluster.restart, victim)
+        await asyncio.to_thread(
+            wait_until, cluster.healthy, FAILOVER_BOUND, "the old primary back as a replica"
+        )
         # Writes reach the promoted node: every room of the victim moves on by 10 entries.
         after = {room: written[room] for room in victim_rooms}
 

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 from shared import keys
 from shared.config import Settings
@@ -47,3 +48,48 @@ async def test_presence_refresh_extends_members_and_the_gateway_stays_ready(
     assert joined["members"] == ["alice", "bob"]
     await alice.close()
     await bob.close()
+
+
+async def test_a_shard_without_a_replica_does_not_take_presence_down(
+    cluster: LocalRedisCluster, start_gateways_on: Any
+) -> None:
+    # min-replicas-to-write: a primary whose replica is gone refuses writes. The keeper's
+    # refresh of that shard's entries is refused; the keeper itself must stay up (readiness),
+    # and the other shards' entries must still be refreshed.
+    (gateway,) = start_gateways_on(cluster.url, 1, chat_presence_ttl_s=1.5)
+    shards = Settings().shards
+    by_primary: dict[int, str] = {}
+    for n in range(200):  # one room on each primary
+        room = f"p{n}"
+        slot = key_slot(keys.presence(room, shards).encode())
+        by_primary.setdefault(cluster.owner_of_slot(slot), room)
+        if len(by_primary) == len(cluster.primaries()):
+            break
+    (cut, cut_room), (_, kept_room), *_ = by_primary.items()
+    clients = [await join(gateway, f"u-{room}", room) for room in (cut_room, kept_room)]
+    replica = cluster.replica_of(cut)
+    assert replica is not None
+    cluster.kill(replica)
+    await asyncio.to_thread(
+        wait_until, lambda: cluster.node(cut).good_replicas() == 0, 20, "the replica counted gone"
+    )
+    rc = redis.RedisCluster(
+        startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes],
+        decode_responses=True,
+    )
+    try:
+        key = keys.presence_user(kept_room, f"u-{kept_room}", shards)
+
+        def expiry() -> float:
+            return max((score for _, score in rc.zrange(key, 0, -1, withscores=True)), default=0)
+
+        first = await asyncio.to_thread(expiry)
+        await asyncio.to_thread(
+            wait_until, lambda: expiry() >= first + 1000, 10, "the other shard refreshed"
+        )
+    finally:
+        rc.close()
+    status, body = http_get(gateway.url + "/readyz")
+    assert status == 200, body
+    for client in clients:
+        await client.close()

@@ -1,6 +1,7 @@
 """A real local Redis Cluster (3 primaries, 3 replicas on loopback ports): the key scheme keeps a
 room in one slot, the 16 shards reach every primary, the publish script and sharded pub/sub work
-through redis-py's cluster client, and a SIGKILL'd primary's replica takes over (issue 8)."""
+through redis-py's cluster client, and a SIGKILL'd primary's replica takes over (issue 8), taking
+writes once it has a replica again (``min-replicas-to-write``, issue 13)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+import redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from shared import keys, scripts
@@ -211,6 +213,17 @@ async def test_primary_sigkill_promotes_its_replica_and_publishing_resumes(
         FAILOVER_BOUND,
         "cluster_state:ok on the promoted node",
     )
+
+    # The promoted node has no replica (its old primary is dead): min-replicas-to-write makes
+    # it refuse every write, so nothing it stores could be lost by the next failure.
+    promoted = cluster.node(replica)
+    assert promoted.good_replicas() == 0
+    with promoted.client() as conn, pytest.raises(redis.ResponseError, match=r"^NOREPLICAS"):
+        conn.set(keys.seq(room, SHARDS), 99)
+    # The old primary comes back as its replica; then the shard takes writes again.
+    cluster.restart(victim)
+    wait_until(cluster.healthy, FAILOVER_BOUND, "the old primary back as a replica in sync")
+    assert cluster.replica_of(replica) == victim
 
     # The client learns the new owner (MOVED / connection error -> slots refresh) and the
     # script keeps working for that shard; the seq continues from the replicated value.

@@ -75,7 +75,7 @@ def latency_cdf(out: Path, data: Results) -> list[str]:
             xs, ys = zip(*r["cdf"], strict=True)
             ax.plot(xs, ys, label=r["label"])
     ax.set_xscale("log")
-    ax.set_xlabel("latency, server ts → receipt (ms)")
+    ax.set_xlabel("latency, client send → receipt (ms)")
     ax.set_ylabel("fraction of deliveries")
     ax.set_title("latency CDF (measured phases)")
     if ax.get_legend_handles_labels()[0]:

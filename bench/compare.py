@@ -21,9 +21,10 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from bench.ladder import judges
 from bench.peers import ensure_node_peer, ensure_python_peer, peer_stack
 from bench.rooms import cpu_per_message
-from loadtests.runner import PhaseResult, run_load
+from loadtests.runner import run_load
 from loadtests.worker import Phase
 from stack.processes import RedisServer
 
@@ -75,16 +76,7 @@ def ladder(
     s = bench.s
     label = f"eP-{scenario}-{kind}"
 
-    def ok(phase: PhaseResult) -> bool:
-        return phase.p(99) <= s.p99_ms and phase.clean()
-
-    strikes = [0]
-
-    def go_on(phase: PhaseResult) -> bool:
-        if not phase.clean():
-            return False
-        strikes[0] = 0 if ok(phase) else strikes[0] + 1
-        return strikes[0] < max(1, s.peak_strikes)
+    ok, go_on = judges(s.p99_ms, s.peak_strikes)
 
     if scenario == "one-room":
         users, rates = s.users, s.compare_one_rates

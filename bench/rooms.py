@@ -19,6 +19,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from bench.ladder import judges
 from loadtests.runner import PhaseResult, run_load
 from loadtests.worker import Phase
 
@@ -50,16 +51,7 @@ def ladder(bench: Bench, stack: Stack, label: str, per_user: int) -> None:
     n_rooms = s.rooms_count * per_user
     rooms = [f"{label}-{i}" for i in range(n_rooms)]
 
-    def ok(phase: PhaseResult) -> bool:
-        return phase.p(99) <= s.p99_ms and phase.clean()
-
-    strikes = [0]
-
-    def go_on(phase: PhaseResult) -> bool:
-        if not phase.clean():
-            return False
-        strikes[0] = 0 if ok(phase) else strikes[0] + 1
-        return strikes[0] < max(1, s.peak_strikes)
+    ok, go_on = judges(s.p99_ms, s.peak_strikes)
 
     rates = s.rooms_rates
     phases = [Phase("ramp", s.ramp_s, rates[0], measured=False)]

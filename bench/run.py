@@ -22,6 +22,7 @@ from typing import Any, Literal
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.compare import part_compare
+from bench.ladder import judges
 from bench.persister import measure as persister_capacity
 from bench.rooms import part_rooms
 from bench.settings import BenchSettings
@@ -387,18 +388,7 @@ class Bench:
             last_rows.append(rows)
             return out
 
-        def ok(phase: PhaseResult) -> bool:
-            return phase.p(99) <= s.p99_ms and phase.clean()
-
-        strikes = [0]
-
-        def go_on(phase: PhaseResult) -> bool:
-            """A verification failure ends the search at once; p99 over the bound only after
-            ``peak_strikes`` steps in a row (one noisy step on a loaded box is not the end)."""
-            if not phase.clean():
-                return False
-            strikes[0] = 0 if ok(phase) else strikes[0] + 1
-            return strikes[0] < max(1, s.peak_strikes)
+        ok, go_on = judges(s.p99_ms, s.peak_strikes)
 
         phases = [Phase("ramp", s.ramp_s, s.peak_rates[0], measured=False)]
         phases += [Phase(f"{r:g}/s", s.step_s, r) for r in s.peak_rates]

@@ -15,6 +15,30 @@ from stack.cluster import LocalRedisCluster
 from stack.processes import wait_until
 from tests.conftest import Client, http_get, join
 
+SHARDS = Settings().shards
+
+
+async def wait_refreshed(cluster: LocalRedisCluster, room: str, user: str) -> None:
+    """Wait until the presence expiry of ``user`` in ``room`` moves on by at least a second
+    (two refreshes of a 1.5 s TTL)."""
+    rc = redis.RedisCluster(
+        startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes],
+        decode_responses=True,
+    )
+    key = keys.presence_user(room, user, SHARDS)
+
+    def expiry() -> float:
+        return max((score for _, score in rc.zrange(key, 0, -1, withscores=True)), default=0)
+
+    try:
+        first = await asyncio.to_thread(expiry)
+        assert first > 0
+        await asyncio.to_thread(
+            wait_until, lambda: expiry() >= first + 1000, 10, f"{user}'s presence refreshed"
+        )
+    finally:
+        rc.close()
+
 
 async def test_presence_refresh_extends_members_and_the_gateway_stays_ready(
     cluster: LocalRedisCluster, start_gateways_on: Any
@@ -22,25 +46,7 @@ async def test_presence_refresh_extends_members_and_the_gateway_stays_ready(
     # A short TTL: the keeper refreshes every half second.
     (gateway,) = start_gateways_on(cluster.url, 1, chat_presence_ttl_s=1.5)
     alice = await join(gateway, "alice", "lobby")
-    shards = Settings().shards
-    rc = redis.RedisCluster(
-        startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes],
-        decode_responses=True,
-    )
-    try:
-        key = keys.presence_user("lobby", "alice", shards)
-
-        def expiry() -> float:
-            return max((score for _, score in rc.zrange(key, 0, -1, withscores=True)), default=0)
-
-        first = await asyncio.to_thread(expiry)
-        assert first > 0
-        # Two refreshes later her expiry has moved on by at least their interval.
-        await asyncio.to_thread(
-            wait_until, lambda: expiry() >= first + 1000, 10, "alice's presence refreshed"
-        )
-    finally:
-        rc.close()
+    await wait_refreshed(cluster, "lobby", "alice")
     status, body = http_get(gateway.url + "/readyz")
     assert status == 200, body
     bob = await Client.connect(f"{gateway.ws_url}?user=bob&room=lobby")
@@ -57,11 +63,10 @@ async def test_a_shard_without_a_replica_does_not_take_presence_down(
     # refresh of that shard's entries is refused; the keeper itself must stay up (readiness),
     # and the other shards' entries must still be refreshed.
     (gateway,) = start_gateways_on(cluster.url, 1, chat_presence_ttl_s=1.5)
-    shards = Settings().shards
     by_primary: dict[int, str] = {}
     for n in range(200):  # one room on each primary
         room = f"p{n}"
-        slot = key_slot(keys.presence(room, shards).encode())
+        slot = key_slot(keys.presence(room, SHARDS).encode())
         by_primary.setdefault(cluster.owner_of_slot(slot), room)
         if len(by_primary) == len(cluster.primaries()):
             break
@@ -73,22 +78,7 @@ async def test_a_shard_without_a_replica_does_not_take_presence_down(
     await asyncio.to_thread(
         wait_until, lambda: cluster.node(cut).good_replicas() == 0, 20, "the replica counted gone"
     )
-    rc = redis.RedisCluster(
-        startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes],
-        decode_responses=True,
-    )
-    try:
-        key = keys.presence_user(kept_room, f"u-{kept_room}", shards)
-
-        def expiry() -> float:
-            return max((score for _, score in rc.zrange(key, 0, -1, withscores=True)), default=0)
-
-        first = await asyncio.to_thread(expiry)
-        await asyncio.to_thread(
-            wait_until, lambda: expiry() >= first + 1000, 10, "the other shard refreshed"
-        )
-    finally:
-        rc.close()
+    await wait_refreshed(cluster, kept_room, f"u-{kept_room}")
     status, body = http_get(gateway.url + "/readyz")
     assert status == 200, body
     for client in clients:

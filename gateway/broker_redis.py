@@ -126,7 +126,9 @@ class RedisBroker:
             assert self._subscriber is not None
             await self._subscriber.run()
         finally:
-            if self.connected.is_set():
+            task = asyncio.current_task()
+            stopping = task is not None and task.cancelling() > 0  # close(), not a failure
+            if self.connected.is_set() and not stopping:
                 log.warning("redis subscriber lost; reconnecting")
             self.connected.clear()
             await self._drop_subscriber()

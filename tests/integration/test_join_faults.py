@@ -114,3 +114,16 @@ async def test_a_gap_fill_racing_live_events_never_delivers_a_seq_twice(
         assert broker._heads["race"] == 9
     finally:
         await broker.close()
+
+
+async def test_closing_the_broker_is_not_reported_as_a_lost_subscriber(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(broker="redis", redis_url=redis_server.url)
+    client = redis_client.connect(redis_server.url, pool_size=4)
+    broker = RedisBroker(client, settings, store=None)
+    await broker.start(lambda room, seq, ts, data: None)
+    await asyncio.wait_for(broker.connected.wait(), 5)
+    with caplog.at_level("WARNING", logger="gateway.broker_redis"):
+        await broker.close()
+    assert "redis subscriber lost" not in caplog.text

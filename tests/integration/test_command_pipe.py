@@ -24,6 +24,21 @@ async def client(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await redis.aclose()
 
 
+@pytest.fixture
+async def pipe(client: Redis) -> AsyncIterator[CommandPipe]:
+    pipe = CommandPipe(client)
+    yield pipe
+    await pipe.close()  # idempotent: some tests close it themselves
+
+
+@pytest.fixture
+async def admin(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A client of the test's own, beside the pipe."""
+    admin = Redis.from_url(redis_server.url, decode_responses=True)
+    yield admin
+    await admin.aclose()
+
+
 def blocked_in_redis(server: RedisServer) -> None:
     """Wait until Redis holds one client blocked (the pipe's BLPOP is in flight)."""
     sync = SyncRedis.from_url(server.url)
@@ -40,84 +55,57 @@ async def pipe_clients(admin: Redis) -> int:
 
 
 async def test_one_tick_of_calls_goes_out_on_one_connection_in_order(
-    client: Redis, redis_server: RedisServer
+    pipe: CommandPipe, admin: Redis
 ) -> None:
-    pipe = CommandPipe(client)
     replies = await asyncio.gather(*(pipe.call("INCR", "n") for _ in range(500)))
     assert replies == list(range(1, 501))  # each caller got its own reply, in issue order
-    admin = Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        assert await pipe_clients(admin) == 1
-    finally:
-        await admin.aclose()
-        await pipe.close()
+    assert await pipe_clients(admin) == 1
 
 
-async def test_an_error_reply_fails_only_its_own_command(client: Redis) -> None:
-    pipe = CommandPipe(client)
-    try:
-        replies: list[object] = await asyncio.gather(
-            pipe.call("SET", "k", "v"),
-            pipe.call("EVALSHA", "0" * 40, 0),
-            pipe.call("GET", "k"),
-            return_exceptions=True,
-        )
-        ok, missing, after = replies
-        assert ok is True or ok == "OK"
-        assert isinstance(missing, NoScriptError)
-        assert after == "v"
-    finally:
-        await pipe.close()
+async def test_an_error_reply_fails_only_its_own_command(pipe: CommandPipe) -> None:
+    replies: list[object] = await asyncio.gather(
+        pipe.call("SET", "k", "v"),
+        pipe.call("EVALSHA", "0" * 40, 0),
+        pipe.call("GET", "k"),
+        return_exceptions=True,
+    )
+    ok, missing, after = replies
+    assert ok is True or ok == "OK"
+    assert isinstance(missing, NoScriptError)
+    assert after == "v"
 
 
 async def test_a_cancelled_caller_does_not_shift_the_replies(
-    client: Redis, redis_server: RedisServer
+    pipe: CommandPipe, admin: Redis, redis_server: RedisServer
 ) -> None:
-    pipe = CommandPipe(client)
     blocked = asyncio.create_task(pipe.call("BLPOP", "queue", 0))
     behind = asyncio.create_task(pipe.call("ECHO", "mine"))  # answered after the BLPOP
-    admin = Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        await asyncio.to_thread(blocked_in_redis, redis_server)
-        blocked.cancel()
-        await admin.lpush("queue", "x")
-        assert await behind == "mine"
-        assert await pipe.call("PING") in (True, "PONG")
-    finally:
-        await admin.aclose()
-        await pipe.close()
+    await asyncio.to_thread(blocked_in_redis, redis_server)
+    blocked.cancel()
+    await admin.lpush("queue", "x")
+    assert await behind == "mine"
+    assert await pipe.call("PING") in (True, "PONG")
 
 
 async def test_a_killed_connection_fails_what_is_in_flight_and_the_next_call_reconnects(
-    client: Redis, redis_server: RedisServer
+    pipe: CommandPipe, admin: Redis, redis_server: RedisServer
 ) -> None:
-    pipe = CommandPipe(client)
     in_flight = asyncio.create_task(pipe.call("BLPOP", "never", 0))
-    admin = Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        await asyncio.to_thread(blocked_in_redis, redis_server)
-        await admin.client_kill_filter(_type="normal", skipme=True)
-        with pytest.raises(RedisError):
-            await in_flight
-        assert await pipe.call("INCR", "after") == 1
-        assert await pipe_clients(admin) == 1
-    finally:
-        await admin.aclose()
-        await pipe.close()
+    await asyncio.to_thread(blocked_in_redis, redis_server)
+    await admin.client_kill_filter(_type="normal", skipme=True)
+    with pytest.raises(RedisError):
+        await in_flight
+    assert await pipe.call("INCR", "after") == 1
+    assert await pipe_clients(admin) == 1
 
 
 async def test_close_fails_what_waits_and_refuses_new_calls(
-    client: Redis, redis_server: RedisServer
+    pipe: CommandPipe, redis_server: RedisServer
 ) -> None:
-    pipe = CommandPipe(client)
     in_flight = asyncio.create_task(pipe.call("BLPOP", "never", 0))
-    admin = Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        await asyncio.to_thread(blocked_in_redis, redis_server)
-        await pipe.close()
-        with pytest.raises(RedisError):
-            await in_flight
-        with pytest.raises(RedisConnectionError):
-            await pipe.call("PING")
-    finally:
-        await admin.aclose()
+    await asyncio.to_thread(blocked_in_redis, redis_server)
+    await pipe.close()
+    with pytest.raises(RedisError):
+        await in_flight
+    with pytest.raises(RedisConnectionError):
+        await pipe.call("PING")

@@ -54,7 +54,10 @@ def ladder(bench: Bench, stack: Stack, label: str, per_user: int) -> None:
     ok, go_on = judges(s.p99_ms, s.peak_strikes)
 
     rates = s.rooms_rates
-    phases = [Phase("ramp", s.ramp_s, rates[0], measured=False)]
+    # First everyone connected and silent: what idle connections cost (target ≤ 2 % of a core
+    # per gateway), then the ladder.
+    phases = [Phase("idle", max(5.0, s.ramp_s), 0.0, measured=False)]
+    phases += [Phase("ramp", s.ramp_s, rates[0], measured=False)]
     phases += [Phase(f"{r:g}/s", s.step_s, r) for r in rates]
     cfg = bench.config(
         label, [stack.ws_url], s.rooms_users, phases,
@@ -71,6 +74,9 @@ def ladder(bench: Bench, stack: Stack, label: str, per_user: int) -> None:
     run.notes["room_size"] = s.rooms_users * per_user // max(1, n_rooms)
     run.notes["rooms_per_user"] = per_user
     run.notes["cpu_per_step"] = [cpu_per_message(p) for p in steps]
+    idle = next((p for p in result.phases if p.name == "idle"), None)
+    if idle is not None:
+        run.notes["idle_cpu_pct"] = {name: round(idle.cpu(name), 1) for name in sorted(idle.procs)}
     run.notes["stored"] = stored_exactly_once(stack, label, result.last_seq)
     print(f"== {label} stored: {run.notes['stored']}", file=sys.stderr, flush=True)
 

@@ -14,6 +14,7 @@ import pytest
 from bench.report import __main__ as report_main
 from bench.report import document
 from bench.report.experiments import EXPERIMENTS, Experiment
+from bench.report.experiments.rooms import idle_text
 from bench.report.markdown import table
 from bench.report.results import Results, Row
 from bench.run import Bench, Run, _peak_notes
@@ -499,3 +500,14 @@ def test_persister_capacity_runs_inside_make_bench(
     bench.part_persister_capacity({"S"})
     assert calls == [(20_000, 500, tmp_path / "persister")]
     assert bench.facts["persister_capacity"] == {"rows": 20_000, "sync_rows": 500, "modes": []}
+
+
+def test_the_idle_cost_of_small_rooms_is_judged_per_gateway() -> None:
+    run: dict[str, Any] = {"users": 5000, "idle_cpu_pct": {"gateway0": 1.9, "gateway1": 2.4}}
+    assert idle_text(run) == (
+        "5,000 connections silent: gateway0 1.9 %, gateway1 2.4 % of a core "
+        "(≤ 2 % per gateway: MISSED)"
+    )
+    run["idle_cpu_pct"] = {"gateway0": 1.9, "nginx": 5.0}
+    assert idle_text(run).endswith("(≤ 2 % per gateway: met)")
+    assert idle_text({"users": 1}) == "not measured"

@@ -50,6 +50,20 @@ def _met(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def idle_text(run: Run) -> str:
+    """What the connected, silent users cost each gateway before the ladder (target ≤ 2 %)."""
+    cpu = run.get("idle_cpu_pct") or {}
+    gateways = {name: pct for name, pct in cpu.items() if name.startswith("gateway")}
+    if not gateways:
+        return "not measured"
+    worst = max(gateways.values())
+    shown = ", ".join(f"{name} {pct:g} %" for name, pct in gateways.items())
+    return (
+        f"{run['users']:,} connections silent: {shown} of a core "
+        f"(≤ 2 % per gateway: {_met(worst <= 2.0)})"
+    )
+
+
 class Rooms(Experiment):
     key = "R"
     own_ladders = True
@@ -91,6 +105,7 @@ class Rooms(Experiment):
                 f"- Highest step that held: {held_text(r)}.",
                 f"- Over the run: {faults(r)}, verification {verified(r)}.",
                 f"- Stored: {stored_text(r)}.",
+                f"- Idle: {idle_text(r)}.",
                 "",
                 "CPU per step. " + CPU_NOTE,
                 "",

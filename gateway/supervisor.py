@@ -23,12 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 
 from shared.errors import Unavailable
-from shared.redis_client import REDIS_DOWN
+from shared.redis_client import REDIS_DOWN, masked
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +36,8 @@ MAX_BACKOFF_S = 2.0
 LOG_EVERY_S = 60.0  # a task failing the same way is logged again at most this often
 REMEMBERED_REASONS = 16  # distinct failure messages remembered per outage (the oldest go)
 
-# The password of a URL (``scheme://user:password@host``): from the first ":" after the user
-# to the last "@" before a blank, so that one with a "/" or "@" left unencoded is masked too.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/?#@]*):\S*@")
 # Failures of Redis itself (or of a command for want of it): logged without a traceback.
 _EXPECTED = (*REDIS_DOWN, Unavailable)
-
-
-def masked(text: str) -> str:
-    """``text`` on one line, with the password of every URL in it replaced by ``***``."""
-    return _URL_PASSWORD.sub(r"\g<head>:***@", " ".join(text.split()))
 
 
 def describe(exc: BaseException) -> str:

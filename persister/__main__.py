@@ -31,7 +31,7 @@ from persister.worker import Worker
 from shared import logs, migrations, redis_client
 from shared.config import load_settings
 from shared.metrics import PersisterMetrics
-from shared.redis_client import REDIS_DOWN, AnyRedis
+from shared.redis_client import REDIS_DOWN, AnyRedis, masked
 from shared.store import Store
 
 USAGE = "usage: python -m persister [migrate]"
@@ -132,18 +132,8 @@ def start_error(exc: BaseException, redis_url: str) -> StartupError:
     reason = " ".join(f"{type(shown).__name__}: {shown}".split())
     for secret in _passwords(redis_url):
         reason = reason.replace(secret, "***")
-    line = f"cannot start: redis at {masked_url(redis_url)}: {reason}"
+    line = f"cannot start: redis at {masked(redis_url)}: {reason}"
     return StartupError(line, 1 if refused is None else 2)
-
-
-def masked_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``; works for cluster URLs too."""
-    scheme, sep, rest = url.partition("://")
-    user_part, at, location = rest.rpartition("@")
-    if not (sep and at):
-        return url
-    username, has_password, _ = user_part.partition(":")
-    return f"{scheme}://{username}{':***' if has_password else ''}@{location}"
 
 
 def _passwords(url: str) -> set[str]:

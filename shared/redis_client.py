@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
@@ -121,3 +122,14 @@ def node_client(cluster: RedisCluster, host: str, port: int, **options: Any) -> 
         credential_provider=login.get("credential_provider"),
         **options,
     )
+
+
+# The password of a URL (``scheme://user:password@host``): from the first ":" after the user
+# to the last "@" before a blank, so that one with a "/" or "@" left unencoded is masked too.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/?#@]*):\S*@")
+
+
+def masked(text: str) -> str:
+    """``text`` (a URL, or a message holding URLs) on one line, with the password of every URL
+    in it replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", " ".join(text.split()))

@@ -56,7 +56,7 @@ class CommandPipe:
         return await future
 
     async def close(self) -> None:
-        """Fail what is pending, stop both tasks, give the connection back."""
+        """Fail what is pending, stop both tasks, close the connection."""
         self._closed = True
         for task in (self._writer, self._reader):
             if task is not None:

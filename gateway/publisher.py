@@ -97,7 +97,7 @@ class ScriptPublisher:
             return await self.pipe.call("EVAL", self.script.script, n, *script_keys, *args)
 
     async def close(self) -> None:
-        """Fail what is still pipelined and give its connection back."""
+        """Fail what is still pipelined and close its connection."""
         if self.pipe is not None:
             await self.pipe.close()
 

@@ -17,6 +17,9 @@ class Server(uvicorn.Server):
 
     On SIGINT/SIGTERM it stops accepting, lets every connection send what is pending and
     close with 1001, then runs uvicorn's own shutdown (and the lifespan's, which flushes storage).
+    A second Ctrl-C makes uvicorn skip its waits *and* the lifespan's shutdown: the lifespan's
+    shutdown runs anyway, because in embedded mode it holds the only copy of echoed messages
+    not yet written to the database.
     """
 
     def __init__(self, config: uvicorn.Config, node: Node) -> None:
@@ -28,6 +31,9 @@ class Server(uvicorn.Server):
             server.close()
         await self.node.drain()
         await super().shutdown(sockets)
+        done = getattr(self.lifespan, "shutdown_event", None)
+        if done is not None and not done.is_set():  # uvicorn skipped it (force_exit)
+            await self.lifespan.shutdown()
 
 
 def serve(app: Starlette, settings: Settings, node: Node) -> None:

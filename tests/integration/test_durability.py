@@ -60,6 +60,29 @@ async def test_sigint_is_graceful_too(start_server, tmp_path: Path) -> None:  # 
     assert stored(tmp_path, "int") == [(1, "alice", "bye")]
 
 
+async def test_a_second_ctrl_c_still_flushes_every_acknowledged_message(
+    start_server,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C twice (an impatient user, or make and a terminal both forwarding it): uvicorn's
+    # "force quit" skips its waits, but the echoed messages must still reach the database.
+    server = start_server(
+        chat_flush_interval_ms=3600000,
+        chat_batch_size=100000,
+        chat_rate_burst=1000,
+        chat_user_rate_burst=1000,
+    )
+    alice = await join(server, "alice", "twice")
+    for n in range(20):
+        await alice.send(type="send", room="twice", text=f"m{n}", cid=f"c{n}")
+    await alice.messages("twice", 20)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGINT)
+    server.proc.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(server.stop, signal.SIGINT) in (0, -signal.SIGINT)
+    assert stored(tmp_path, "twice") == [(n + 1, "alice", f"m{n}") for n in range(20)]
+
+
 async def test_messages_survive_a_restart(start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server = start_server(chat_recent_log_size=10, chat_rate_burst=1000, chat_user_rate_burst=1000)
     alice = await join(server, "alice", "durable")

@@ -160,6 +160,7 @@ class SyncPublisher:
                 keys.cid(room, event["user"], cid or "", self.shards),
                 keys.lock(room, self.shards),
                 keys.room_rooms(room, self.shards),
+                keys.verified(room, self.shards),
             ],
             args=[
                 intent,
@@ -171,5 +172,6 @@ class SyncPublisher:
                 self.fan_out,
                 mode,
                 room,
+                self.settings.room_idle_ttl_ms,  # the room's keys expire when it goes idle
             ],
         )

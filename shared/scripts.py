@@ -318,15 +318,17 @@ return {0, event}
 )
 
 # Step 2, after the database insert: settle the intent (CommitMode).
-# KEYS: 1 seq, 2 log, 3 cid key (of the intent's sender and cid), 4 room lock, 5 rooms index
+# KEYS: 1 seq, 2 log, 3 cid key (of the intent's sender and cid), 4 room lock, 5 rooms index,
+#       6 verified
 # ARGV: 1 event (the intent), 2 its seq, 3 channel, 4 log size, 5 cid window or "", 6 token,
-#       7 FanOut ("1"/"0"), 8 CommitMode, 9 room name
+#       7 FanOut ("1"/"0"), 8 CommitMode, 9 room name, 10 idle ttl ms (optional)
 # Returns (CommitReply) {0, event} published, {0} done, {1, logged event} or {1} when the intent
 # is no longer the room's, {2} when an abort is refused (another publisher leased the intent).
 # Publishing needs no lease: the row is stored and the intent is still the room's, so no later
 # seq can have been taken.
 COMMIT = (
-    """
+    _ttl(10)
+    + """
 local intent = redis.call('HMGET', KEYS[4], 'event', 'token')
 if intent[1] ~= ARGV[1] then
   local logged = redis.call('XRANGE', KEYS[2], ARGV[2] .. '-1', ARGV[2] .. '-1')
@@ -351,9 +353,14 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[2]) then
   redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')  -- the seq key was lost meanwhile
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], ARGV[2] .. '-1', 'e', ARGV[1])
+if ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[6], ttl)
+end
 local ms = redis.call('TIME')[1] .. '000'
 """
-    + _index(5, 9)
+    + _index(5, 9, expires=True)
     + """if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[5]) end
 if ARGV[7] == '1' then
   redis.call('SPUBLISH', ARGV[3], ARGV[1])

@@ -186,3 +186,25 @@ async def test_publishes_keep_a_room_alive_and_presence_expires_with_its_last_en
     # Only the cid keys are left: they live for CHAT_CID_WINDOW_S (300 s here), not the ttl.
     assert ROOM_KINDS & keyspace(direct).keys() == {"cid"}
     direct.close()
+
+
+async def test_a_room_written_in_sync_mode_expires_too(
+    start_gateways: Any, redis_server: RedisServer
+) -> None:
+    """Sync mode logs and fans out in its COMMIT script: its log and index entry get the idle
+    ttl as the PUBLISH script's do, and the seq continues from the database afterwards."""
+    room = "synced"
+    (gateway,) = start_gateways(1, chat_room_idle_ttl_s=TTL_S, chat_persist_mode="sync")
+    direct = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    alice = await join(gateway, "alice", room)
+    sent = [await send_acked(alice, room, f"m{n}", cid=f"c{n}") for n in range(3)]
+    assert [m["seq"] for m in sent] == [1, 2, 3]
+    assert direct.exists(keys.log(room, SHARDS)) == 1
+    await alice.close()
+    await wait(lambda: gone(direct, room), "the room's keys to expire")
+    index = keys.room_rooms(room, SHARDS)
+    await wait(lambda: direct.zscore(index, room) is None, "the room to leave the index")
+
+    bob = await join(gateway, "bob", room)
+    assert (await send_acked(bob, room, "after", cid="after"))["seq"] == 4
+    direct.close()

@@ -11,6 +11,14 @@ Either one is a unit that works or has failed: :meth:`run` returns only by raisi
 then closes it, builds a new one (which re-resolves the cluster's slot map), resubscribes and
 replays each room's log by seq. A topology change (failover, slot migration) is handled by that
 same path as a Redis restart.
+
+Reading. A connection is made, logged in and closed by redis-py (address, credentials, TLS,
+RESP version: the client's settings), and commands go out through it; but the pushes are read
+straight from its stream and parsed by hiredis, the parser redis-py itself uses. redis-py's
+``PubSub.get_message`` spends four layers per message (parse, retry, read, a timeout scope) and
+builds a dict for each: on a gateway of many small rooms that was about a seventh of its CPU
+(docs/benchmarks.md). A connection is never reconnected behind our back: a lost one fails the
+link, and the broker's recovery path takes over.
 """
 
 from __future__ import annotations
@@ -22,9 +30,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -35,6 +44,8 @@ OnMessage = Callable[[str, str], Awaitable[None]]  # (channel, data)
 
 CONFIRM_TIMEOUT_S = 5.0
 PING_AFTER_S = 5.0  # a silent connection is pinged after this long
+TICK_S = 1.0  # how often a silent connection is looked at
+READ_BYTES = 65536
 DEAD_AFTER_S = 15.0  # and given up on if it stays silent this long
 
 
@@ -62,11 +73,14 @@ class Subscriber(Protocol):
 
 
 class _Link:
-    """One pub/sub connection: confirmation futures and the silent-connection watchdog."""
+    """One pub/sub connection: its reader, confirmation futures and the silent-connection
+    watchdog."""
 
-    def __init__(self, pubsub: PubSub, on_message: OnMessage, sharded: bool) -> None:
-        self.pubsub = pubsub
+    def __init__(self, redis: Redis, on_message: OnMessage, sharded: bool) -> None:
+        # The client's settings, but the link's own connection: never lent by a pool.
+        self.conn: AbstractConnection = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         self.on_message = on_message
+        self.prefix = "S" if sharded else ""  # SSUBSCRIBE / SUNSUBSCRIBE on a cluster
         self.data_type, self.subscribe_type = (
             ("smessage", "ssubscribe") if sharded else ("message", "subscribe")
         )
@@ -75,6 +89,26 @@ class _Link:
         self._leaving: Counter[str] = Counter()  # our unsubscribes, not yet confirmed
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirm: dict[str, asyncio.Future[None]] = {}
+        self._stream: asyncio.StreamReader | None = None
+        self._parser = hiredis.Reader(encoding="utf-8")
+
+    async def connect(self) -> None:
+        """Open the connection (redis-py's handshake: login, database, RESP version)."""
+        await self.conn.connect()  # type: ignore[no-untyped-call]
+        # redis-py's parser read only the handshake's replies: nothing of ours is buffered.
+        self._stream = self.conn._reader  # see the module docstring
+        if self._stream is None:
+            raise ConnectionError("redis subscriber connection has no stream")
+
+    async def send(self, *command: str) -> None:
+        """Send one command; a dropped connection fails (it is never silently reopened)."""
+        if not self.conn.is_connected:
+            raise ConnectionError("redis subscriber connection closed")
+        await self.conn.send_command(*command, check_health=False)
+
+    async def subscribe(self, channels: list[str]) -> None:
+        """Send SUBSCRIBE (SSUBSCRIBE: ``channels`` of one slot)."""
+        await self.send(f"{self.prefix}SUBSCRIBE", *channels)
 
     def expect(self, channels: list[str]) -> list[asyncio.Future[None]]:
         loop = asyncio.get_running_loop()
@@ -92,47 +126,64 @@ class _Link:
             raise TimeoutError("no subscribe confirmation from redis") from exc
 
     async def read(self) -> None:
+        """Hand every push to its handler until the connection fails (raises why)."""
+        stream, parser = self._stream, self._parser
+        if stream is None:
+            raise ConnectionError("redis subscriber connection is not open")
         quiet_since = time.monotonic()
-        task = asyncio.current_task()
         while True:
-            message = await self.pubsub.get_message(timeout=1.0)
-            if task is not None and task.cancelling():
-                # A cancel that landed as the read timed out is swallowed by redis-py's read
-                # timeout; honour it, or the task would never stop (and shutdown would hang).
-                raise asyncio.CancelledError
-            now = time.monotonic()
-            if message is None:
+            try:
+                async with asyncio.timeout(TICK_S):
+                    data = await stream.read(READ_BYTES)
+            except TimeoutError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # A cancel that landed as a read timed out (here, or in redis-py's connect
+                    # under its own timeout) was taken for the timeout: honour it, or the task
+                    # would never stop (and shutdown would hang).
+                    raise asyncio.CancelledError from None
                 # A silent connection may be a dead one: ping it, and give up if nothing comes.
+                now = time.monotonic()
                 if now - quiet_since > DEAD_AFTER_S:
-                    raise TimeoutError("redis subscriber connection is silent")
+                    raise TimeoutError("redis subscriber connection is silent") from None
                 if now - quiet_since > PING_AFTER_S:
-                    await self.pubsub.ping()
+                    await self.send("PING")
                 continue
-            quiet_since = now
-            kind, channel = message["type"], message["channel"]
-            if kind == self.data_type:
-                await self.on_message(channel, message["data"])
-            elif kind == self.subscribe_type:
-                future = self._confirm.pop(channel, None)
-                if future is not None and not future.done():
-                    future.set_result(None)
-            elif kind == self.unsubscribe_type:
-                if self._leaving[channel] > 0:
-                    self._leaving[channel] -= 1  # ours (maybe before a re-subscribe)
-                    if not self._leaving[channel]:
-                        del self._leaving[channel]
-                elif channel in self.wanted:
-                    # Not asked for: Redis Cluster drops the shard subscriptions of a slot that
-                    # moved to another node.
-                    raise TopologyChanged(f"redis dropped the subscription to {channel}")
+            if not data:
+                raise ConnectionError("redis closed the subscriber connection")
+            quiet_since = time.monotonic()
+            parser.feed(data)
+            while (reply := parser.gets()) is not False:
+                await self._handle(reply)
+
+    async def _handle(self, reply: Any) -> None:
+        # A push is [kind, channel, ...] (a list; RESP3's hiredis.PushNotification is one too).
+        # Anything else is a PING's answer: it only proved the connection alive.
+        if isinstance(reply, hiredis.ReplyError):
+            raise ConnectionError(f"redis subscriber: {reply}")
+        if not isinstance(reply, list) or len(reply) < 3:
+            return
+        kind, channel = reply[0], reply[1]
+        if kind == self.data_type:
+            await self.on_message(channel, reply[2])
+        elif kind == self.subscribe_type:
+            future = self._confirm.pop(channel, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+        elif kind == self.unsubscribe_type:
+            if self._leaving[channel] > 0:
+                self._leaving[channel] -= 1  # ours (maybe before a re-subscribe)
+                if not self._leaving[channel]:
+                    del self._leaving[channel]
+            elif channel in self.wanted:
+                # Not asked for: Redis Cluster drops the shard subscriptions of a slot that
+                # moved to another node.
+                raise TopologyChanged(f"redis dropped the subscription to {channel}")
 
     async def unsubscribe(self, channel: str) -> None:
         self.wanted.discard(channel)
         self._leaving[channel] += 1
-        if self.subscribe_type == "ssubscribe":
-            await self.pubsub.sunsubscribe(channel)
-        else:
-            await self.pubsub.unsubscribe(channel)
+        await self.send(f"{self.prefix}UNSUBSCRIBE", channel)
 
     async def close(self) -> None:
         # A subscribe still waiting for its confirmation fails like a lost connection (a
@@ -144,20 +195,20 @@ class _Link:
                 future.set_exception(closed)
                 future.exception()  # retrieved: nobody may be waiting
         with contextlib.suppress(Exception):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self.conn.disconnect()
 
 
 class ChannelSubscriber:
     """Plain pub/sub on one Redis: one connection, read by :meth:`run` itself."""
 
     def __init__(self, redis: Redis, on_message: OnMessage) -> None:
-        self.link = _Link(redis.pubsub(), on_message, sharded=False)
+        self.link = _Link(redis, on_message, sharded=False)
 
     async def open(self, channels: list[str]) -> None:
-        await self.link.pubsub.ping()  # connects
+        await self.link.connect()
         if channels:
             futures = self.link.expect(channels)
-            await self.link.pubsub.subscribe(*channels)
+            await self.link.subscribe(channels)
             await self._confirm_while_reading(futures)
 
     async def _confirm_while_reading(self, futures: list[asyncio.Future[None]]) -> None:
@@ -176,7 +227,7 @@ class ChannelSubscriber:
 
     async def subscribe(self, channel: str) -> None:
         futures = self.link.expect([channel])
-        await self.link.pubsub.subscribe(channel)
+        await self.link.subscribe([channel])
         await self.link.confirmed(futures)
 
     async def unsubscribe(self, channel: str) -> None:
@@ -220,7 +271,7 @@ class ShardedSubscriber:
         for channel in channels:
             by_slot.setdefault(key_slot(channel.encode()), []).append(channel)
         for group in by_slot.values():
-            await link.pubsub.ssubscribe(*group)
+            await link.subscribe(group)
         await link.confirmed(futures)
 
     def _node_of(self, channel: str) -> str:
@@ -239,14 +290,14 @@ class ShardedSubscriber:
                 socket_connect_timeout=2,
                 retry=Retry(NoBackoff(), 0),
             )
-            link = _Link(client.pubsub(), self.on_message, sharded=True)
+            link = _Link(client, self.on_message, sharded=True)
             task = asyncio.create_task(self._read(link), name=f"redis-shard-subscriber-{node.name}")
             self._links[node.name] = (link, client, task)
         return str(node.name)
 
     async def _read(self, link: _Link) -> None:
         try:
-            await link.pubsub.connect()  # type: ignore[no-untyped-call]
+            await link.connect()
             link.ready.set_result(None)
             await link.read()
         except asyncio.CancelledError:

@@ -49,7 +49,6 @@ class RedisPresence:
         self.gateway = settings.gateway_id
         self.fan_out = FanOut.SPUBLISH if isinstance(redis, RedisCluster) else FanOut.PUBLISH
         self._presence = redis.register_script(scripts.PRESENCE)
-        self._sweep = redis.register_script(scripts.SWEEP)
         self._local: Counter[tuple[str, str]] = Counter()  # (room, user) → local connections
         self.keeper = Supervised("redis-presence", self._keep)
         self._rooms_cache: tuple[float, list[RoomInfo]] | None = None
@@ -163,19 +162,43 @@ class RedisPresence:
     async def _refresh(self) -> None:
         entries = list(self._local)
         await self.refresh(entries)
-        for room in {room for room, _ in entries}:
-            await self._sweep(
-                keys=[
-                    keys.presence(room, self.shards),
-                    keys.room_persist(room, self.shards),
-                ],
-                args=[
-                    keys.channel(room, self.shards),
-                    self.fan_out,
-                    room,
-                    keys.presence(room, self.shards) + "#",
-                ],
+        await self.sweep({room for room, _ in entries})
+
+    async def sweep(self, rooms: set[str]) -> None:
+        """Expire, in each of ``rooms``, the users whose gateways all stopped refreshing: one
+        pipelined round trip for all of them (a room at a time was one per room per round)."""
+        if not rooms:
+            return
+        sha = await self.redis.script_load(scripts.SWEEP)  # after a restart it is gone
+        pipe = self.redis.pipeline(transaction=False)
+        for room in rooms:
+            pipe.execute_command(
+                "EVALSHA",
+                sha,
+                2,
+                keys.presence(room, self.shards),
+                keys.room_persist(room, self.shards),
+                keys.channel(room, self.shards),
+                self.fan_out,
+                room,
+                keys.presence(room, self.shards) + "#",
             )
+        refused = self._refused(await pipe.execute(raise_on_error=False))
+        if refused:
+            log.info("%d rooms not swept: their shard has no replica", refused)
+
+    @staticmethod
+    def _refused(results: list[Any]) -> int:
+        """How many of a pipeline's replies are ``NOREPLICAS`` refusals; raises any other
+        error. A cluster shard without a replica refuses writes (min-replicas-to-write): its
+        entries wait for the next round; the others went through."""
+        refused = 0
+        for result in results:
+            if isinstance(result, Exception):
+                if "NOREPLICAS" not in str(result):
+                    raise result
+                refused += 1
+        return refused
 
     async def refresh(self, entries: list[tuple[str, str]]) -> None:
         """Extend the presence of these (room, user) entries of ours. An entry whose user left
@@ -199,16 +222,10 @@ class RedisPresence:
                 self.gateway,
                 expiry,
             )
-        refused = 0
         results = await pipe.execute(raise_on_error=False)
+        refused = self._refused(results)
         for (room, user), refreshed in zip(entries, results, strict=True):
-            if isinstance(refreshed, Exception):
-                if "NOREPLICAS" not in str(refreshed):
-                    raise refreshed
-                # A cluster shard without a replica refuses writes (min-replicas-to-write):
-                # that shard's entries wait for the next round; the others are refreshed.
-                refused += 1
-            elif not refreshed and self._local[(room, user)] > 0:
+            if refreshed == 0 and self._local[(room, user)] > 0:
                 await self._presence(**self._script_args(room, user, "join"))
         if refused:
             log.info("%d presence entries not refreshed: their shard has no replica", refused)

@@ -32,6 +32,8 @@ from shared.scripts import FanOut
 
 log = logging.getLogger(__name__)
 
+KEEP_USERS_PER_CALL = 500  # a big room's users over several KEEP calls (one script runs alone)
+
 ROOMS_CACHE_S = 2.0  # /api/rooms answers from a copy this fresh
 
 
@@ -160,38 +162,63 @@ class RedisPresence:
         self._memory_nodes = set(sampled)
 
     async def _refresh(self) -> None:
-        entries = list(self._local)
-        await self.refresh(entries)
-        await self.sweep({room for room, _ in entries})
+        await self.refresh(list(self._local))
 
-    async def sweep(self, rooms: set[str]) -> None:
-        """Expire, in each of ``rooms``, the users whose gateways all stopped refreshing: one
-        pipelined round trip for all of them (a room at a time was one per room per round)."""
-        if not rooms:
+    async def refresh(self, entries: list[tuple[str, str]]) -> None:
+        """Extend the presence of these (room, user) entries of ours, and in their rooms expire
+        the users whose gateways stopped refreshing: one ``KEEP`` call per room, all in one
+        pipelined round trip. An entry whose user left meanwhile stays gone; one whose presence
+        expired while she is still here (Redis was away longer than the TTL) is announced
+        again."""
+        if not entries:
             return
-        sha = await self.redis.script_load(scripts.SWEEP)  # after a restart it is gone
+        by_room: dict[str, list[str]] = {}
+        for room, user in entries:
+            by_room.setdefault(room, []).append(user)
+        expiry = int(time.time() * 1000) + int(self.settings.presence_ttl_s * 1000)
+        sha = await self.redis.script_load(scripts.KEEP)  # after a restart it is gone
         pipe = self.redis.pipeline(transaction=False)
-        for room in rooms:
-            pipe.execute_command(
-                "EVALSHA",
-                sha,
-                2,
-                keys.presence(room, self.shards),
-                keys.room_persist(room, self.shards),
-                keys.channel(room, self.shards),
-                self.fan_out,
-                room,
-                keys.presence(room, self.shards) + "#",
-            )
-        refused = self._refused(await pipe.execute(raise_on_error=False))
+        calls: list[str] = []  # the room of each call
+        for room, users in by_room.items():
+            hash_key = keys.presence(room, self.shards)
+            for start in range(0, len(users), KEEP_USERS_PER_CALL):
+                chunk = users[start : start + KEEP_USERS_PER_CALL]
+                last = start + KEEP_USERS_PER_CALL >= len(users)
+                # execute_command: a cluster pipeline refuses its ``evalsha`` method, not the
+                # command (routed by the keys, which share the room's slot).
+                pipe.execute_command(
+                    "EVALSHA",
+                    sha,
+                    2 + len(chunk),
+                    hash_key,
+                    keys.room_persist(room, self.shards),
+                    *(keys.presence_user(room, user, self.shards) for user in chunk),
+                    self.gateway,
+                    expiry,
+                    keys.channel(room, self.shards),
+                    self.fan_out,
+                    room,
+                    hash_key + "#",
+                    "1" if last else "0",
+                    *chunk,
+                )
+                calls.append(room)
+        results = await pipe.execute(raise_on_error=False)
+        refused = self._refused(results)
+        for room, missing in zip(calls, results, strict=True):
+            if isinstance(missing, Exception):
+                continue
+            for user in missing:
+                if self._local[(room, user)] > 0:
+                    await self._presence(**self._script_args(room, user, "join"))
         if refused:
-            log.info("%d rooms not swept: their shard has no replica", refused)
+            log.info("%d rooms' presence not kept this round: their shard has no replica", refused)
 
     @staticmethod
     def _refused(results: list[Any]) -> int:
         """How many of a pipeline's replies are ``NOREPLICAS`` refusals; raises any other
         error. A cluster shard without a replica refuses writes (min-replicas-to-write): its
-        entries wait for the next round; the others went through."""
+        rooms wait for the next round; the others went through."""
         refused = 0
         for result in results:
             if isinstance(result, Exception):
@@ -199,36 +226,6 @@ class RedisPresence:
                     raise result
                 refused += 1
         return refused
-
-    async def refresh(self, entries: list[tuple[str, str]]) -> None:
-        """Extend the presence of these (room, user) entries of ours. An entry whose user left
-        meanwhile stays gone; one whose presence expired while she is still here (Redis was
-        away longer than the TTL) is announced again."""
-        if not entries:
-            return
-        expiry = int(time.time() * 1000) + int(self.settings.presence_ttl_s * 1000)
-        sha = await self.redis.script_load(scripts.REFRESH)  # after a restart it is gone
-        pipe = self.redis.pipeline(transaction=False)
-        for room, user in entries:
-            # execute_command: a cluster pipeline refuses its ``evalsha`` method, not the command
-            # (routed by the keys, which share the room's slot).
-            pipe.execute_command(
-                "EVALSHA",
-                sha,
-                2,
-                keys.presence(room, self.shards),
-                keys.presence_user(room, user, self.shards),
-                user,
-                self.gateway,
-                expiry,
-            )
-        results = await pipe.execute(raise_on_error=False)
-        refused = self._refused(results)
-        for (room, user), refreshed in zip(entries, results, strict=True):
-            if refreshed == 0 and self._local[(room, user)] > 0:
-                await self._presence(**self._script_args(room, user, "join"))
-        if refused:
-            log.info("%d presence entries not refreshed: their shard has no replica", refused)
 
     async def rooms(self) -> list[RoomInfo]:
         """The most recently active rooms (at most ``ROOMS_LISTED``), from the shards' rooms

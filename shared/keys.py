@@ -127,7 +127,7 @@ def presence_user(room: str, user: str, shards: int) -> str:
 
     Unambiguous without a length prefix: a room name cannot contain ``#`` (events.ROOM_RE), so
     the first ``#`` after the kind segment ends the room and the user is all the rest. The
-    shape is relied on by the SWEEP script (it builds this key as ``presence(room) .. "#" ..
+    shape is relied on by the KEEP script (it builds this key as ``presence(room) .. "#" ..
     user`` in Lua, from a prefix the gateway passes) and by :func:`kind`: keep it.
     """
     return f"{presence(room, shards)}#{user}"

@@ -182,7 +182,7 @@ return {0, event}
 #       7 room name, 8 idle ttl ms (optional: for the rooms index)
 # Publishes a presence event and queues a membership entry only when the user's presence in the
 # room really changes (first gateway in, last gateway out). Returns 1 if it changed.
-# The room hash expires with its latest entry (here and in SWEEP): a hash whose gateways all
+# The room hash expires with its latest entry (here and in KEEP): a hash whose gateways all
 # crashed, in a room no gateway sweeps any more, does not stay behind.
 PRESENCE = (
     _ttl(8)
@@ -224,24 +224,29 @@ return 1
 """
 )
 
-# Keep a user's presence on this gateway alive, but only while the gateway is still listed for
-# her: a refresh built before her leave and run after it must not bring her back (a ghost).
-# KEYS: 1 room hash, 2 the user's gateways (zset); ARGV: 1 user, 2 gateway id, 3 expiry ms.
-# Returns 1 if refreshed, 0 if this gateway is no longer listed for her.
-REFRESH = """
-if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-redis.call('PEXPIREAT', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1
-"""
-
-# Expire the presence of users whose gateways all stopped refreshing (a crashed gateway), and
-# make the room hash live as long as its latest entry (refreshes run just before: presence.py).
-# KEYS: 1 room hash, 2 persist stream; ARGV: 1 channel, 2 FanOut ("1"/"0"), 3 room name,
-#       4 zset key prefix (the user's zset key is prefix .. user)
-# Returns the number of users expired.
-SWEEP = """
+# One room's presence round, run by each gateway (presence.py): keep this gateway's users of the
+# room present, then expire the users whose gateways all stopped refreshing (a crashed gateway),
+# and make the room hash live as long as its latest entry.
+# A user is kept only while this gateway is still listed for her: a round built before her leave
+# and run after it must not bring her back (a ghost).
+# KEYS: 1 room hash, 2 persist stream, 3.. the zsets of the users ARGV 8.. (one each, in order)
+# ARGV: 1 gateway id, 2 expiry ms, 3 channel, 4 FanOut ("1"/"0"), 5 room name,
+#       6 zset key prefix (a user's zset key is prefix .. user), 7 "1": sweep too (a room's
+#       users may come in several calls: only the last sweeps), 8.. our users
+# Returns our users not kept: this gateway was no longer listed for them.
+KEEP = """
+local missing = {}
+for i = 8, #ARGV do
+  local zset = KEYS[i - 5]
+  if redis.call('ZSCORE', zset, ARGV[1]) then
+    redis.call('ZADD', zset, ARGV[2], ARGV[1])
+    redis.call('PEXPIREAT', zset, ARGV[2])
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[2])
+  else
+    missing[#missing + 1] = ARGV[i]
+  end
+end
+if ARGV[7] ~= '1' then return missing end
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local fields = redis.call('HGETALL', KEYS[1])
@@ -250,7 +255,7 @@ local latest = 0
 for i = 1, #fields, 2 do
   local expiry = tonumber(fields[i + 1])
   if expiry <= ms then
-    local zset = ARGV[4] .. fields[i]
+    local zset = ARGV[6] .. fields[i]
     redis.call('ZREMRANGEBYSCORE', zset, '-inf', ms)
     local last = redis.call('ZRANGE', zset, -1, -1, 'WITHSCORES')
     if #last == 0 then
@@ -266,8 +271,8 @@ end
 if latest > 0 and redis.call('PEXPIRETIME', KEYS[1]) < latest then
   redis.call('PEXPIREAT', KEYS[1], string.format('%d', latest))
 end
-if #gone == 0 then return 0 end
-local room = cjson.encode(ARGV[3])
+if #gone == 0 then return missing end
+local room = cjson.encode(ARGV[5])
 local names = {}
 for i, user in ipairs(gone) do
   names[i] = cjson.encode(user)
@@ -276,12 +281,12 @@ for i, user in ipairs(gone) do
 end
 local event = '{"type":"presence","room":' .. room .. ',"joined":[],"left":[' ..
   table.concat(names, ',') .. ']}'
-if ARGV[2] == '1' then
-  redis.call('SPUBLISH', ARGV[1], event)
+if ARGV[4] == '1' then
+  redis.call('SPUBLISH', ARGV[3], event)
 else
-  redis.call('PUBLISH', ARGV[1], event)
+  redis.call('PUBLISH', ARGV[3], event)
 end
-return #gone
+return missing
 """
 
 # Synchronous persist mode. The room's lock is a hash: "token" and "until" (ms) are the lease of

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from gateway.presence_redis import RedisPresence
+from gateway.presence_redis import KEEP_USERS_PER_CALL, RedisPresence
 from shared import keys, redis_client
 from shared.config import Settings
 from tests.conftest import RedisServer
@@ -60,3 +60,30 @@ async def test_a_user_still_here_whose_presence_expired_is_announced_again(
         told = await pubsub.get_message(timeout=5)
     assert await presence.members("r") == ["alice"]
     assert told is not None and '"joined":["alice"]' in told["data"]
+
+
+async def test_a_round_keeps_every_user_of_a_big_room_and_sweeps_a_crashed_gateways_once(
+    redis_server: RedisServer, presence: RedisPresence, admin: redis.asyncio.Redis
+) -> None:
+    # More users of ours than one KEEP call takes: the room comes in several calls, and only
+    # the last one sweeps (a ghost is announced gone once).
+    users = [f"u{n}" for n in range(KEEP_USERS_PER_CALL * 2 + 1)]
+    for user in users:
+        await presence.join("big", user)
+    crashed = RedisPresence(
+        redis_client.connect(redis_server.url, pool_size=1),
+        Settings(broker="redis", redis_url=redis_server.url, gateway_id="gw-crashed"),
+    )
+    await crashed.join("big", "ghost")
+    await crashed.redis.aclose()
+    # The crashed gateway's entry expired; ours were about to.
+    await admin.zadd(keys.presence_user("big", "ghost", SHARDS), {"gw-crashed": 1})
+    await admin.hset(keys.presence("big", SHARDS), "ghost", 1)
+    async with admin.pubsub() as pubsub:
+        await pubsub.subscribe(keys.channel("big", SHARDS))
+        await pubsub.get_message(timeout=1)  # the subscribe confirmation
+        await presence.refresh([("big", user) for user in users])
+        told = await pubsub.get_message(timeout=5)
+        assert await pubsub.get_message(timeout=0.5) is None
+    assert told is not None and '"left":["ghost"]' in told["data"]
+    assert await presence.members("big") == sorted(users)

@@ -136,7 +136,7 @@ def test_every_kind_for_any_names(room: str, user: str, cid: str, n: int) -> Non
 
 @given(rooms, users, shards)
 def test_presence_user_is_the_presence_key_hash_user(room: str, user: str, n: int) -> None:
-    # The SWEEP script builds this key in Lua as ARGV[4] .. user, ARGV[4] = presence(room) .. "#".
+    # The KEEP script builds this key in Lua as ARGV[6] .. user, ARGV[6] = presence(room) .. "#".
     assert keys.presence_user(room, user, n) == keys.presence(room, n) + "#" + user
 
 

@@ -109,3 +109,18 @@ async def test_close_fails_what_waits_and_refuses_new_calls(
         await in_flight
     with pytest.raises(RedisConnectionError):
         await pipe.call("PING")
+
+
+async def test_a_reply_later_than_the_socket_timeout_fails_what_is_in_flight(
+    redis_server: RedisServer,
+) -> None:
+    client = connect(redis_server.url, pool_size=1, socket_timeout=0.5)
+    assert isinstance(client, Redis)
+    pipe = CommandPipe(client)
+    try:
+        with pytest.raises(RedisError):
+            await pipe.call("BLPOP", "never", 0)  # no reply: Redis blocks it for ever
+        assert await pipe.call("INCR", "after") == 1  # on a new connection
+    finally:
+        await pipe.close()
+        await client.aclose()

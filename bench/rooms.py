@@ -56,7 +56,7 @@ def ladder(bench: Bench, stack: Stack, label: str, per_user: int) -> None:
     rates = s.rooms_rates
     # First everyone connected and silent: what idle connections cost (target ≤ 2 % of a core
     # per gateway), then the ladder.
-    phases = [Phase("idle", max(5.0, s.ramp_s), 0.0, measured=False)]
+    phases = [Phase("idle", s.rooms_idle_s, 0.0, measured=False)]
     phases += [Phase("ramp", s.ramp_s, rates[0], measured=False)]
     phases += [Phase(f"{r:g}/s", s.step_s, r) for r in rates]
     cfg = bench.config(

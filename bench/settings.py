@@ -27,6 +27,7 @@ QUICK = {
     "rooms_users": 1000,
     "rooms_count": 200,
     "rooms_rates": [250, 500, 1000, 2000, 3000],
+    "rooms_idle_s": 5.0,
     "compare_one_rates": [10, 50, 100, 400, 1000],
     "persister_rows": 20_000,  # experiment S: the full run drains 50,000
     "persister_sync_rows": 500,
@@ -72,6 +73,9 @@ class BenchSettings(BaseSettings):
     rooms_count: int = 1000
     rooms_per_user: int = 3  # the variant: rooms over one connection (rooms scaled to match)
     rooms_rates: Rates = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000]
+    # Everyone connected and silent before the ladder: long enough to hold several presence
+    # rounds (one every CHAT_PRESENCE_TTL_S / 3 = 10 s), whose cost is most of an idle gateway's.
+    rooms_idle_s: float = 30.0
     # Experiment P: the one-room ladder shared by the project and its peers (msgs/s in).
     compare_one_rates: Rates = [10, 25, 50, 100, 200, 400, 700, 1000, 1250, 1500]
     # Experiment S: the persister's capacity (bench.persister): rows drained from a backlog by

@@ -511,3 +511,9 @@ def test_the_idle_cost_of_small_rooms_is_judged_per_gateway() -> None:
     run["idle_cpu_pct"] = {"gateway0": 1.9, "nginx": 5.0}
     assert idle_text(run).endswith("(≤ 2 % per gateway: met)")
     assert idle_text({"users": 1}) == "not measured"
+    # Several rooms per connection is not the target's shape: reported, not judged.
+    run.update(rooms_per_user=3, idle_cpu_pct={"gateway0": 2.8})
+    assert idle_text(run) == (
+        "5,000 connections silent: gateway0 2.8 % of a core (3 rooms each; the ≤ 2 % target is"
+        " for one)"
+    )

@@ -58,10 +58,12 @@ def idle_text(run: Run) -> str:
         return "not measured"
     worst = max(gateways.values())
     shown = ", ".join(f"{name} {pct:g} %" for name, pct in gateways.items())
-    return (
-        f"{run['users']:,} connections silent: {shown} of a core "
-        f"(≤ 2 % per gateway: {_met(worst <= 2.0)})"
-    )
+    head = f"{run['users']:,} connections silent: {shown} of a core"
+    if run.get("rooms_per_user", 1) > 1:
+        # The target's shape is one room per connection; here each holds several memberships,
+        # each kept present by the gateway's presence rounds: reported, not judged.
+        return f"{head} ({run.get('rooms_per_user')} rooms each; the ≤ 2 % target is for one)"
+    return f"{head} (≤ 2 % per gateway: {_met(worst <= 2.0)})"
 
 
 class Rooms(Experiment):

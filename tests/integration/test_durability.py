@@ -6,13 +6,32 @@ import asyncio
 import signal
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from tests.conftest import http_get, join, wait_until
+from tests.conftest import Client, http_get, join, wait_until
 
 pytestmark = pytest.mark.anyio
+
+
+# Nothing reaches the database on its own before shutdown: batches are huge and slow.
+HELD_BACK = {
+    "chat_batch_size": 100000,
+    "chat_flush_interval_ms": 3600000,
+    "chat_rate_burst": 1000,
+    "chat_user_rate_burst": 1000,
+}
+
+
+async def sent_and_echoed(server: Any, room: str, count: int) -> Client:
+    """alice in ``room`` sent ``count`` messages (``m0``...) and saw every echo."""
+    alice = await join(server, "alice", room)
+    for n in range(count):
+        await alice.send(type="send", room=room, text=f"m{n}", cid=f"c{n}")
+    await alice.messages(room, count)
+    return alice
 
 
 def stored(data_dir: Path, room: str) -> list[tuple[int, str, str]]:
@@ -26,17 +45,8 @@ async def test_graceful_shutdown_closes_1001_and_flushes_everything(
     start_server,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
-    # Nothing would reach the database on its own before shutdown: batches are huge and slow.
-    server = start_server(
-        chat_batch_size=100000,
-        chat_flush_interval_ms=3600000,
-        chat_rate_burst=1000,
-        chat_user_rate_burst=1000,
-    )
-    alice = await join(server, "alice", "keep")
-    for n in range(50):
-        await alice.send(type="send", room="keep", text=f"m{n}", cid=f"c{n}")
-    await alice.messages("keep", 50)
+    server = start_server(**HELD_BACK)
+    alice = await sent_and_echoed(server, "keep", 50)
     # uvicorn re-raises the signal after its graceful shutdown; the rows below prove the flush.
     assert await asyncio.to_thread(server.stop, signal.SIGTERM) in (0, -signal.SIGTERM)
     assert await alice.closed() == 1001
@@ -66,16 +76,8 @@ async def test_a_second_ctrl_c_still_flushes_every_acknowledged_message(
 ) -> None:
     # Ctrl-C twice (an impatient user, or make and a terminal both forwarding it): uvicorn's
     # "force quit" skips its waits, but the echoed messages must still reach the database.
-    server = start_server(
-        chat_flush_interval_ms=3600000,
-        chat_batch_size=100000,
-        chat_rate_burst=1000,
-        chat_user_rate_burst=1000,
-    )
-    alice = await join(server, "alice", "twice")
-    for n in range(20):
-        await alice.send(type="send", room="twice", text=f"m{n}", cid=f"c{n}")
-    await alice.messages("twice", 20)
+    server = start_server(**HELD_BACK)
+    await sent_and_echoed(server, "twice", 20)
     assert server.proc is not None
     server.proc.send_signal(signal.SIGINT)
     server.proc.send_signal(signal.SIGINT)

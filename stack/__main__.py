@@ -97,7 +97,10 @@ class StopSignals:
 
     def ignore(self) -> None:
         """Once everything has stopped: more signals must not turn a clean exit into a kill
-        (at interpreter exit Python puts the default handlers back)."""
+        (at interpreter exit Python puts the default handlers back). They are blocked first: one
+        arriving while its handler is being swapped would be reported by CPython as "Signal N
+        ignored due to race condition", with a traceback."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
 

@@ -27,7 +27,7 @@ from gateway.supervisor import Supervised
 from shared import keys, scripts
 from shared.config import Settings
 from shared.metrics import GatewayMetrics
-from shared.redis_client import REDIS_DOWN, AnyRedis, unavailable
+from shared.redis_client import NOREPLICAS, REDIS_DOWN, AnyRedis, unavailable
 from shared.scripts import FanOut
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class RedisPresence:
         refused = 0
         for result in results:
             if isinstance(result, Exception):
-                if "NOREPLICAS" not in str(result):
+                if NOREPLICAS not in str(result):
                     raise result
                 refused += 1
         return refused

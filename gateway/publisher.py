@@ -30,14 +30,11 @@ from gateway.seqs import SeqGuard
 from shared import keys, scripts
 from shared.config import Settings
 from shared.errors import Unavailable
-from shared.redis_client import REDIS_DOWN, AnyRedis
+from shared.redis_client import NOREPLICAS, REDIS_DOWN, AnyRedis
 from shared.scripts import FanOut, PublishReply
 from shared.store import Store
 
 FAN_OUT_ARG = 4  # ARGV[5] of the PUBLISH script, 0-based
-# The error a primary answers a write with while fewer replicas than min-replicas-to-write are
-# in sync (Redis adds the script's name when a script's write is refused).
-NOREPLICAS = "NOREPLICAS"
 
 
 class ScriptPublisher:

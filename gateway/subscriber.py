@@ -44,9 +44,9 @@ OnMessage = Callable[[str, str], Awaitable[None]]  # (channel, data)
 
 CONFIRM_TIMEOUT_S = 5.0
 PING_AFTER_S = 5.0  # a silent connection is pinged after this long
+DEAD_AFTER_S = 15.0  # and given up on if it stays silent this long
 TICK_S = 1.0  # how often a silent connection is looked at
 READ_BYTES = 65536
-DEAD_AFTER_S = 15.0  # and given up on if it stays silent this long
 
 
 class TopologyChanged(ConnectionError):
@@ -80,11 +80,14 @@ class _Link:
         # The client's settings, but the link's own connection: never lent by a pool.
         self.conn: AbstractConnection = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         self.on_message = on_message
-        self.prefix = "S" if sharded else ""  # SSUBSCRIBE / SUNSUBSCRIBE on a cluster
-        self.data_type, self.subscribe_type = (
-            ("smessage", "ssubscribe") if sharded else ("message", "subscribe")
+        # The commands and the pushes answering them share their names (Redis takes commands
+        # in any case): ssubscribe, smessage... on a cluster's sharded pub/sub.
+        s = "s" if sharded else ""
+        self.data_type, self.subscribe_type, self.unsubscribe_type = (
+            f"{s}message",
+            f"{s}subscribe",
+            f"{s}unsubscribe",
         )
-        self.unsubscribe_type = "sunsubscribe" if sharded else "unsubscribe"
         self.wanted: set[str] = set()  # channels we asked for and have not dropped
         self._leaving: Counter[str] = Counter()  # our unsubscribes, not yet confirmed
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -108,7 +111,7 @@ class _Link:
 
     async def subscribe(self, channels: list[str]) -> None:
         """Send SUBSCRIBE (SSUBSCRIBE: ``channels`` of one slot)."""
-        await self.send(f"{self.prefix}SUBSCRIBE", *channels)
+        await self.send(self.subscribe_type, *channels)
 
     def expect(self, channels: list[str]) -> list[asyncio.Future[None]]:
         loop = asyncio.get_running_loop()
@@ -183,7 +186,7 @@ class _Link:
     async def unsubscribe(self, channel: str) -> None:
         self.wanted.discard(channel)
         self._leaving[channel] += 1
-        await self.send(f"{self.prefix}UNSUBSCRIBE", channel)
+        await self.send(self.unsubscribe_type, channel)
 
     async def close(self) -> None:
         # A subscribe still waiting for its confirmation fails like a lost connection (a

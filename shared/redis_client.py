@@ -35,6 +35,9 @@ AnyRedis = Redis | RedisCluster
 # What a command raises when Redis cannot serve it right now. ``RedisClusterException`` (e.g.
 # ``SlotNotCoveredError`` while no node answers) is not a ``RedisError``, but means the same.
 REDIS_DOWN = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+# The error a primary answers a write with while fewer replicas than min-replicas-to-write are
+# in sync (Redis adds the script's name when a script's write is refused).
+NOREPLICAS = "NOREPLICAS"
 
 
 @contextlib.contextmanager

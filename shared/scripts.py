@@ -72,6 +72,16 @@ def _ttl(ttl_arg: int) -> str:
     return _TTL.replace("TTL", str(ttl_arg))
 
 
+def _expire(seq_key: int, log_key: int, verified_key: int) -> str:
+    """A publish keeps the room alive: its seq, log and verified marker live ``ttl`` more."""
+    return f"""if ttl then
+  redis.call('PEXPIRE', KEYS[{seq_key}], ttl)
+  redis.call('PEXPIRE', KEYS[{log_key}], ttl)
+  redis.call('PEXPIRE', KEYS[{verified_key}], ttl)
+end
+"""
+
+
 # Verify a room's seq under this Redis process: raise it to ARGV[1] (the highest seq the caller
 # knows was stored or delivered) and mark it verified. KEYS: 1 seq, 2 verified.
 # ARGV: 1 floor, 2 idle ttl ms (optional). Returns the seq.
@@ -159,12 +169,8 @@ local ms = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
 local event = ARGV[1] .. ',"seq":' .. seq .. ',"ts":' .. ms .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-1', 'e', event)
 redis.call('XADD', KEYS[3], '*', 'e', event)
-if ttl then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[5], ttl)
-end
 """
+    + _expire(1, 2, 5)
     + _index(6, 6, expires=True)
     + """if ARGV[4] ~= '' then redis.call('SET', KEYS[4], event, 'EX', ARGV[4]) end
 if ARGV[5] == '1' then
@@ -358,12 +364,9 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[2]) then
   redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')  -- the seq key was lost meanwhile
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], ARGV[2] .. '-1', 'e', ARGV[1])
-if ttl then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[6], ttl)
-end
-local ms = redis.call('TIME')[1] .. '000'
+"""
+    + _expire(1, 2, 6)
+    + """local ms = redis.call('TIME')[1] .. '000'
 """
     + _index(5, 9, expires=True)
     + """if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[5]) end

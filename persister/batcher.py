@@ -47,6 +47,10 @@ class Batcher(Generic[T]):
             return self.interval_s
         return max(0.0, self.interval_s - (self._clock() - self._opened))
 
+    def age(self) -> float:
+        """Seconds since the first item of the batch arrived (0 when empty)."""
+        return self._clock() - self._opened if self._items else 0.0
+
     def peek(self) -> T | None:
         """The oldest item waiting, if any."""
         return self._items[0] if self._items else None

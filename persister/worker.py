@@ -34,8 +34,9 @@ class Worker:
         *,
         batch_size: int,
         flush_interval_s: float,
-        poll_s: float = 0.25,
+        poll_s: float = 1.0,
         gather_s: float = 0.05,
+        backlog_every_s: float = 5.0,
         max_backoff_s: float = 5.0,
     ) -> None:
         self.source = source
@@ -44,6 +45,7 @@ class Worker:
         self.batcher: Batcher[Entry] = Batcher(batch_size, flush_interval_s)
         self._poll_s = poll_s
         self._gather_s = gather_s
+        self._backlog_every_s = backlog_every_s
         self._max_backoff_s = max_backoff_s
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -89,7 +91,7 @@ class Worker:
             elif read and len(read) < wanted:
                 # Everything there was read: a trickle would otherwise cost one read (a command
                 # naming every stream) per entry. Let entries gather; the batch waits anyway.
-                await asyncio.sleep(min(self._gather_s, self.batcher.time_left()))
+                await asyncio.sleep(self._gather_time())
         try:
             # What is not read yet stays in Redis; what the source holds would be left pending.
             await self.source.close()
@@ -101,6 +103,19 @@ class Worker:
             log.warning("cannot drain the source at shutdown: %r", exc)
         while len(self.batcher):
             await self.flush()
+
+    def _gather_time(self) -> float:
+        """How long to let entries gather in Redis before the next read: the time the batch's
+        rate so far needs to fill it, at least ``gather_s``, at most until it is due by time
+        or ``poll_s`` (the loop still looks around: the lag, stale entries to claim).
+
+        At a trickle that is one read per batch instead of one per ``gather_s``; a fast stream
+        is read about as often as it fills a batch. Waiting costs nothing in latency (the batch
+        is written when due either way) nor in safety (the entries wait in Redis).
+        """
+        rate = len(self.batcher) / max(self.batcher.age(), self._gather_s)
+        fill = self.batcher.room() / rate if rate else self.batcher.time_left()
+        return min(self.batcher.time_left(), self._poll_s, max(self._gather_s, fill))
 
     def _conflict(self, row: Mapping[str, Any]) -> None:
         # Never a silent no-op: the newcomer is kept in message_conflict, counted and logged.
@@ -148,7 +163,7 @@ class Worker:
 
     async def _observe(self) -> None:
         now = time.monotonic()
-        if now - self._observed >= 1.0:
+        if now - self._observed >= self._backlog_every_s:
             self._observed = now
             try:
                 self.metrics.backlog.set(await self.source.backlog())

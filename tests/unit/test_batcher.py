@@ -40,3 +40,15 @@ def test_leftover_starts_a_new_window(clock: FakeClock) -> None:
     assert not batcher.due()  # the leftover's window opened at 0.5
     clock.now = 1.5
     assert batcher.due()
+
+
+def test_age_counts_from_the_first_item_of_the_batch(clock: FakeClock) -> None:
+    batcher: Batcher[int] = Batcher(2, 1.0, clock)
+    assert batcher.age() == 0.0
+    clock.now = 3.0
+    batcher.add([1])
+    clock.now = 3.25
+    assert batcher.age() == 0.25
+    batcher.add([2, 3])
+    batcher.take()
+    assert batcher.age() == 0.0  # the leftover's window opened now

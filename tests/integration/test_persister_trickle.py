@@ -1,0 +1,75 @@
+"""A trickle into the persist streams costs a few reads per batch, not one per ``gather_s``
+(issue 15: the persister's CPU per row at low rates), and still stores every entry once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from persister.source_redis import RedisStreamSource
+from persister.worker import Worker
+from shared import events, keys, redis_client
+from shared.metrics import PersisterMetrics
+from shared.store import Store
+from tests.conftest import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+SHARDS = 8
+RATE = 200  # entries/s
+SECONDS = 2.0
+FLUSH_S = 0.5
+
+
+def xreadgroup_calls(info: dict[str, dict[str, float]]) -> int:
+    return int(info.get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+
+async def test_a_trickle_is_read_a_few_times_per_batch_and_stored_once(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    redis = redis_client.connect(redis_server.url, pool_size=8)
+    store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
+    store.migrate()
+    assert isinstance(redis, Redis)
+    source = RedisStreamSource(
+        redis,
+        shards=SHARDS,
+        consumer="p0",
+        claim_idle_ms=30_000,
+        metrics=PersisterMetrics(CollectorRegistry()),
+    )
+    worker = Worker(
+        source, store, source.metrics, batch_size=200, flush_interval_s=FLUSH_S, gather_s=0.05
+    )
+    await worker.start()
+    try:
+        await redis.config_resetstat()
+        total, now = int(RATE * SECONDS), events.now_ms()
+        for seq in range(1, total + 1):
+            room = f"r{seq % 20}"
+            event = {"type": "message", "room": room, "seq": seq, "user": "u", "text": "t"}
+            event["ts"] = now
+            await redis.xadd(keys.room_persist(room, SHARDS), {"e": orjson.dumps(event)})
+            await asyncio.sleep(1 / RATE)  # the shape of the load, not a wait for a result
+        for _ in range(200):  # every entry stored: at most one more flush interval
+            if await source.backlog() == 0:
+                break
+            await asyncio.sleep(0.05)
+        reads = xreadgroup_calls(await redis.info("commandstats"))
+    finally:
+        await worker.stop()
+        await redis.aclose()
+
+    stored = [m["seq"] for r in range(20) for m in store.after(f"r{r}", 0, 10_000)]
+    store.close()
+    assert sorted(stored) == list(range(1, total + 1))  # every entry, once
+    # One read every gather_s (50 ms) would be 40 over the 2 s, plus the wait: about 45.
+    # Reading as often as the batch fills: a few per flush interval, about 12 in all.
+    batches = SECONDS / FLUSH_S + 1
+    assert reads <= 4 * batches, f"{reads} reads for {batches:.0f} batches"

@@ -9,10 +9,11 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.node import Node
+from shared import uvicorn_server
 from shared.config import Settings
 
 
-class Server(uvicorn.Server):
+class Server(uvicorn_server.Server):
     """uvicorn's server, but clients hear 1001 (going away) instead of uvicorn's 1012.
 
     On SIGINT/SIGTERM it stops accepting, lets every connection send what is pending and

@@ -28,7 +28,7 @@ from redis.exceptions import (
 from persister.app import create_app
 from persister.source_redis import stream_source
 from persister.worker import Worker
-from shared import logs, migrations, redis_client
+from shared import logs, migrations, redis_client, uvicorn_server
 from shared.config import load_settings
 from shared.metrics import PersisterMetrics
 from shared.redis_client import REDIS_DOWN, AnyRedis, masked
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     # failure (uvicorn would log the traceback), but one line.
     try:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-            runner.run(serve(uvicorn.Server(config), worker, redis, settings.redis_url))
+            runner.run(serve(uvicorn_server.Server(config), worker, redis, settings.redis_url))
     except StartupError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(exc.exit_code) from None

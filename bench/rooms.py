@@ -55,8 +55,9 @@ def ladder(bench: Bench, stack: Stack, label: str, per_user: int) -> None:
 
     rates = s.rooms_rates
     # First everyone connected and silent: what idle connections cost (target ≤ 2 % of a core
-    # per gateway), then the ladder.
+    # per gateway), then a trickle (the persister's cost per row at a low rate), then the ladder.
     phases = [Phase("idle", s.rooms_idle_s, 0.0, measured=False)]
+    phases += [Phase("trickle", s.rooms_trickle_s, s.rooms_trickle_rate, measured=False)]
     phases += [Phase("ramp", s.ramp_s, rates[0], measured=False)]
     phases += [Phase(f"{r:g}/s", s.step_s, r) for r in rates]
     cfg = bench.config(
@@ -77,6 +78,9 @@ def ladder(bench: Bench, stack: Stack, label: str, per_user: int) -> None:
     idle = next((p for p in result.phases if p.name == "idle"), None)
     if idle is not None:
         run.notes["idle_cpu_pct"] = {name: round(idle.cpu(name), 1) for name in sorted(idle.procs)}
+    trickle = next((p for p in result.phases if p.name == "trickle"), None)
+    if trickle is not None and trickle.per_s("sent"):
+        run.notes["trickle_cpu"] = cpu_per_message(trickle)
     run.notes["stored"] = stored_exactly_once(stack, label, result.last_seq)
     print(f"== {label} stored: {run.notes['stored']}", file=sys.stderr, flush=True)
 

@@ -28,6 +28,7 @@ QUICK = {
     "rooms_count": 200,
     "rooms_rates": [250, 500, 1000, 2000, 3000],
     "rooms_idle_s": 5.0,
+    "rooms_trickle_s": 10.0,
     "compare_one_rates": [10, 50, 100, 400, 1000],
     "persister_rows": 20_000,  # experiment S: the full run drains 50,000
     "persister_sync_rows": 500,
@@ -76,6 +77,9 @@ class BenchSettings(BaseSettings):
     # Everyone connected and silent before the ladder: long enough to hold several presence
     # rounds (one every CHAT_PRESENCE_TTL_S / 3 = 10 s), whose cost is most of an idle gateway's.
     rooms_idle_s: float = 30.0
+    # Then a trickle: what the persister costs per stored row at a low rate (target ≤ 50 µs).
+    rooms_trickle_rate: float = 100.0
+    rooms_trickle_s: float = 30.0
     # Experiment P: the one-room ladder shared by the project and its peers (msgs/s in).
     compare_one_rates: Rates = [10, 25, 50, 100, 200, 400, 700, 1000, 1250, 1500]
     # Experiment S: the persister's capacity (bench.persister): rows drained from a backlog by

@@ -14,7 +14,7 @@ import pytest
 from bench.report import __main__ as report_main
 from bench.report import document
 from bench.report.experiments import EXPERIMENTS, Experiment
-from bench.report.experiments.rooms import idle_text
+from bench.report.experiments.rooms import idle_text, persister_text
 from bench.report.markdown import table
 from bench.report.results import Results, Row
 from bench.run import Bench, Run, _peak_notes
@@ -517,3 +517,22 @@ def test_the_idle_cost_of_small_rooms_is_judged_per_gateway() -> None:
         "5,000 connections silent: gateway0 2.8 % of a core (3 rooms each; the ≤ 2 % target is"
         " for one)"
     )
+
+
+def test_the_persisters_cost_per_row_is_judged_at_the_trickle_and_each_held_step() -> None:
+    def step(name: str, sent: int, us: float) -> dict[str, Any]:
+        return {"step": name, "sent_per_s": sent, "us_per_msg": {"persister0": us, "redis": 9.0}}
+
+    run: dict[str, Any] = {
+        "trickle_cpu": step("trickle", 100, 48.0),
+        "steps": [{"step": "500/s", "held": True}, {"step": "1000/s", "held": False}],
+        "cpu_per_step": [step("500/s", 500, 30.0), step("1000/s", 990, 70.0)],
+    }
+    # The step that did not hold is left out: an overloaded box is not the persister's cost.
+    assert persister_text(run) == (
+        "100 msgs/s (trickle): 48 µs, 500 msgs/s: 30 µs",
+        "≤ 50 µs per row: met",
+    )
+    run["trickle_cpu"] = step("trickle", 100, 60.0)
+    assert persister_text(run)[1] == "≤ 50 µs per row: MISSED"
+    assert persister_text({}) == ("not measured", "not judged")

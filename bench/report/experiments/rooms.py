@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.report.experiments.base import Experiment
 from bench.report.ladder import CPU_NOTE, cpu_table, ladder_table, topped
 from bench.report.results import Results, Row, Run, faults, of_experiment, step_text, verified
@@ -66,6 +68,34 @@ def idle_text(run: Run) -> str:
     return f"{head} (≤ 2 % per gateway: {_met(worst <= 2.0)})"
 
 
+PERSISTER_US_PER_ROW = 50.0  # issue 15: at any rate, a trickle included
+
+
+def persister_text(run: Run) -> tuple[str, str]:
+    """The persister's CPU per stored row at the trickle and in each step that held, and the
+    judgement (≤ 50 µs everywhere). A message is one row."""
+    held = {s["step"] for s in run.get("steps", []) if s.get("held")}
+    shown: list[tuple[str, float | None]] = []
+    trickle = run.get("trickle_cpu")
+    if trickle:
+        shown.append((f"{trickle['sent_per_s']:,} msgs/s (trickle)", _persister_us(trickle)))
+    for step in run.get("cpu_per_step", []):
+        if step["step"] in held:
+            shown.append((f"{step['sent_per_s']:,} msgs/s", _persister_us(step)))
+    measured = [(label, us) for label, us in shown if us is not None]
+    if not measured:
+        return "not measured", "not judged"
+    text = ", ".join(f"{label}: {us:g} µs" for label, us in measured)
+    worst = max(us for _, us in measured)
+    return text, f"≤ {PERSISTER_US_PER_ROW:g} µs per row: {_met(worst <= PERSISTER_US_PER_ROW)}"
+
+
+def _persister_us(step: dict[str, Any]) -> float | None:
+    us = step.get("us_per_msg") or {}
+    values = [v for name, v in us.items() if name.startswith("persister") and v is not None]
+    return round(sum(values), 1) if values else None
+
+
 class Rooms(Experiment):
     key = "R"
     own_ladders = True
@@ -81,6 +111,10 @@ class Rooms(Experiment):
                 f"stored exactly once: {_met(bool((r.get('stored') or {}).get('exactly_once')))}",
             )
             for r in of_experiment(data, "R")
+        ] + [
+            (f"R. persister CPU per stored row, {title(r)}", "-", *persister_text(r))
+            for r in of_experiment(data, "R")
+            if r.get("rooms_per_user", 1) == 1
         ]
 
     def notes(self, data: Results) -> list[str]:
@@ -108,6 +142,7 @@ class Rooms(Experiment):
                 f"- Over the run: {faults(r)}, verification {verified(r)}.",
                 f"- Stored: {stored_text(r)}.",
                 f"- Idle: {idle_text(r)}.",
+                f"- Persister CPU per stored row: {persister_text(r)[0]}.",
                 "",
                 "CPU per step. " + CPU_NOTE,
                 "",

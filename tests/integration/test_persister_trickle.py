@@ -62,6 +62,8 @@ async def test_a_trickle_is_read_a_few_times_per_batch_and_stored_once(
                 break
             await asyncio.sleep(0.05)
         reads = xreadgroup_calls(await redis.info("commandstats"))
+        # Acknowledged (nothing pending in the group) and deleted (the backlog above).
+        pending = [await redis.xpending(s, keys.PERSIST_GROUP) for s in source.streams]
     finally:
         await worker.stop()
         await redis.aclose()
@@ -69,6 +71,7 @@ async def test_a_trickle_is_read_a_few_times_per_batch_and_stored_once(
     stored = [m["seq"] for r in range(20) for m in store.after(f"r{r}", 0, 10_000)]
     store.close()
     assert sorted(stored) == list(range(1, total + 1))  # every entry, once
+    assert [p["pending"] for p in pending] == [0] * SHARDS
     # One read every gather_s (50 ms) would be 40 over the 2 s, plus the wait: about 45.
     # Reading as often as the batch fills: a few per flush interval, about 12 in all.
     batches = SECONDS / FLUSH_S + 1

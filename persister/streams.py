@@ -85,7 +85,7 @@ class PersistStreams:
 
     def _decode(self, stream: str, entry_id: str, fields: Any) -> list[Entry]:
         try:
-            entry = orjson.loads(fields["e"])
+            entry = orjson.loads(_body(fields))
             self._in_flight.add((stream, entry_id))
             return [((stream, entry_id), entry)]
         except (KeyError, TypeError, orjson.JSONDecodeError):
@@ -128,3 +128,14 @@ class PersistStreams:
         for stream in self.streams:
             pipe.xlen(stream)
         return sum(int(n) for n in await pipe.execute())
+
+
+def _body(fields: Any) -> Any:
+    """An entry's ``e`` field: from redis-py's dict, or from a raw reply's list (``[name,
+    value, ...]``; see :class:`persister.source_redis.RedisStreamSource`). KeyError if absent,
+    TypeError if the entry has no fields (deleted while pending)."""
+    if isinstance(fields, list):
+        if len(fields) == 2 and fields[0] == "e":  # what the publish scripts write
+            return fields[1]
+        fields = dict(zip(fields[::2], fields[1::2], strict=False))
+    return fields["e"]

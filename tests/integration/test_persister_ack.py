@@ -54,3 +54,32 @@ async def test_one_call_acks_and_deletes_exactly_the_stored_entries(
         await redis.aclose()
     left = {s: 0 for s in source.streams} | {kept[0][0]: 1}
     assert lengths == left and pending == left
+
+
+async def test_a_malformed_entry_is_dropped_and_acknowledged_with_the_batch(
+    redis_server: RedisServer,
+) -> None:
+    """Read as Redis sends it (no redis-py parsing): a good entry decodes; one that is not
+    JSON or lacks the ``e`` field is counted, logged and acknowledged, never stored."""
+    redis = redis_client.connect(redis_server.url, pool_size=4)
+    assert isinstance(redis, Redis)
+    registry = CollectorRegistry()
+    metrics = PersisterMetrics(registry)
+    source = RedisStreamSource(
+        redis, shards=1, consumer="p0", claim_idle_ms=30_000, metrics=metrics
+    )  # fmt: skip
+    await source.start()
+    try:
+        stream = source.streams[0]
+        event = {"type": "message", "room": "r", "seq": 1, "user": "u", "text": "t", "ts": 0}
+        await redis.xadd(stream, {"e": orjson.dumps(event)})
+        await redis.xadd(stream, {"e": b"{not json"})
+        await redis.xadd(stream, {"x": b"1", "y": b"2"})
+        read = await source.read(10, 0)
+        assert [entry for _, entry in read] == [event]
+        await source.ack([entry_id for entry_id, _ in read])
+        left = await redis.xlen(stream)
+    finally:
+        await redis.aclose()
+    assert left == 0
+    assert registry.get_sample_value("chat_persist_malformed_total") == 2

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
+from persister.source_redis import RedisStreamSource
+from shared import redis_client
+from shared.metrics import PersisterMetrics
 from shared.store import Store
 from tests.conftest import ChatServer, RedisServer
 
@@ -59,3 +65,26 @@ def stack(start_server: Any, redis_server: RedisServer, mysql_url: str) -> Any:
             }
 
     return Stack()
+
+
+@pytest.fixture
+async def persist_source(
+    redis_server: RedisServer,
+) -> AsyncIterator[Callable[[int, CollectorRegistry], tuple[RedisStreamSource, Redis]]]:
+    """``persist_source(shards, registry)``: a persister's source (consumer ``p0``) on the
+    private Redis, and its client (closed after the test)."""
+    clients: list[Redis] = []
+
+    def make(shards: int, registry: CollectorRegistry) -> tuple[RedisStreamSource, Redis]:
+        redis = redis_client.connect(redis_server.url, pool_size=8)
+        assert isinstance(redis, Redis)
+        clients.append(redis)
+        metrics = PersisterMetrics(registry)
+        source = RedisStreamSource(
+            redis, shards=shards, consumer="p0", claim_idle_ms=30_000, metrics=metrics
+        )
+        return source, redis
+
+    yield make
+    for redis in clients:
+        await redis.aclose()

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
-from persister.source_redis import RedisStreamSource
 from persister.worker import Worker
-from shared import events, keys, redis_client
-from shared.metrics import PersisterMetrics
+from shared import events, keys
 from shared.store import Store
-from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -31,19 +28,11 @@ def xreadgroup_calls(info: dict[str, dict[str, float]]) -> int:
 
 
 async def test_a_trickle_is_read_a_few_times_per_batch_and_stored_once(
-    redis_server: RedisServer, tmp_path: Path
+    persist_source: Any, tmp_path: Path
 ) -> None:
-    redis = redis_client.connect(redis_server.url, pool_size=8)
+    source, redis = persist_source(SHARDS, CollectorRegistry())
     store = Store(f"sqlite:///{tmp_path / 'chat.db'}")
     store.migrate()
-    assert isinstance(redis, Redis)
-    source = RedisStreamSource(
-        redis,
-        shards=SHARDS,
-        consumer="p0",
-        claim_idle_ms=30_000,
-        metrics=PersisterMetrics(CollectorRegistry()),
-    )
     worker = Worker(
         source, store, source.metrics, batch_size=200, flush_interval_s=FLUSH_S, gather_s=0.05
     )
@@ -66,7 +55,6 @@ async def test_a_trickle_is_read_a_few_times_per_batch_and_stored_once(
         pending = [await redis.xpending(s, keys.PERSIST_GROUP) for s in source.streams]
     finally:
         await worker.stop()
-        await redis.aclose()
 
     stored = [m["seq"] for r in range(20) for m in store.after(f"r{r}", 0, 10_000)]
     store.close()

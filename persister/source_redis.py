@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from persister.source_cluster import ClusterStreamSource
 from persister.streams import Entry, PersistStreams
-from shared import keys, scripts
+from shared import keys
 from shared.metrics import PersisterMetrics
 from shared.redis_client import AnyRedis
 
@@ -49,7 +49,6 @@ class RedisStreamSource(PersistStreams):
         self._pending_after: dict[str, str] | None = dict.fromkeys(self.streams, "0")
         self._next_claim = 0.0
         self._closed = False
-        self._ack = redis.register_script(scripts.ACK)
         # XREADGROUP replies stay as Redis sends them ({stream: [[id, [name, value]], ...]}):
         # redis-py would build a dict per entry through several layers, about a tenth of the
         # persister's CPU when it drains a backlog. ``_decode`` takes either shape.
@@ -82,14 +81,6 @@ class RedisStreamSource(PersistStreams):
                 return claimed
         block = max(1, int(timeout * 1000)) if timeout > 0 else None
         return await self._read_group({s: ">" for s in self.streams}, count, block)
-
-    async def _ack_streams(self, by_stream: dict[str, list[str]]) -> None:
-        """Every stream's XACK and XDEL in one script call (``shared/scripts.py``, ACK)."""
-        args: list[str | int] = [keys.PERSIST_GROUP]
-        for entry_ids in by_stream.values():
-            args.append(len(entry_ids))
-            args.extend(entry_ids)
-        await self._ack(keys=list(by_stream), args=args)
 
     async def _read_group(
         self, streams: dict[Any, Any], count: int, block: int | None

@@ -106,21 +106,17 @@ class PersistStreams:
         by_stream: dict[str, list[str]] = {}
         for stream, entry_id in ids:
             by_stream.setdefault(stream, []).append(entry_id)
-        try:
-            if by_stream:
-                await self._ack_streams(by_stream)
-        finally:
-            # Only now: a cluster reader re-reading its pending entries meanwhile skips these.
-            self._in_flight.difference_update(ids)
-
-    async def _ack_streams(self, by_stream: dict[str, list[str]]) -> None:
-        """XACK and XDEL per stream, pipelined (non-transactional: in a cluster the client
-        splits it per node, whatever the slots)."""
+        # Non-transactional: in a cluster the client splits it per node, whatever the slots.
         pipe = self.redis.pipeline(transaction=False)
         for stream, entry_ids in by_stream.items():
             pipe.xack(stream, keys.PERSIST_GROUP, *entry_ids)
             pipe.xdel(stream, *entry_ids)
-        await pipe.execute()
+        try:
+            if by_stream:
+                await pipe.execute()
+        finally:
+            # Only now: a cluster reader re-reading its pending entries meanwhile skips these.
+            self._in_flight.difference_update(ids)
 
     async def backlog(self) -> int:
         """Entries in the persist streams (new and pending)."""

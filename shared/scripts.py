@@ -1,5 +1,4 @@
-"""Server-side Lua scripts: each runs atomically and touches the keys of one room (one slot),
-except :data:`ACK`, which only a single Redis server runs.
+"""Server-side Lua scripts: each runs atomically and touches the keys of one room (one slot).
 
 Loaded once and called by SHA (redis-py ``Script`` reloads them after a Redis restart).
 """
@@ -380,26 +379,3 @@ redis.call('DEL', KEYS[4])
 return {0, ARGV[1]}
 """
 )
-
-
-# The persister's acknowledgement on one Redis server: XACK then XDEL the stored entries of every
-# persist stream in one call (a trickle spread over many rooms touches most streams, and a
-# pipeline would carry two commands per stream). A cluster's streams are in different slots:
-# there the persister acknowledges stream by stream instead.
-# KEYS: the streams. ARGV: 1 consumer group, then for each key in turn: its entry count, then
-# its entry ids. Returns the number of entries acknowledged.
-ACK = """
-local acked = 0
-local at = 2
-for k = 1, #KEYS do
-  local n = tonumber(ARGV[at])
-  -- unpack() has a stack limit: ids go 1,000 at a time
-  for first = at + 1, at + n, 1000 do
-    local last = math.min(first + 999, at + n)
-    acked = acked + redis.call('XACK', KEYS[k], ARGV[1], unpack(ARGV, first, last))
-    redis.call('XDEL', KEYS[k], unpack(ARGV, first, last))
-  end
-  at = at + n + 1
-end
-return acked
-"""

@@ -75,11 +75,10 @@ def ladder(bench: Bench, stack: Stack, label: str, per_user: int) -> None:
     run.notes["room_size"] = s.rooms_users * per_user // max(1, n_rooms)
     run.notes["rooms_per_user"] = per_user
     run.notes["cpu_per_step"] = [cpu_per_message(p) for p in steps]
-    idle = next((p for p in result.phases if p.name == "idle"), None)
-    if idle is not None:
+    phase = {p.name: p for p in result.phases}
+    if (idle := phase.get("idle")) is not None:
         run.notes["idle_cpu_pct"] = {name: round(idle.cpu(name), 1) for name in sorted(idle.procs)}
-    trickle = next((p for p in result.phases if p.name == "trickle"), None)
-    if trickle is not None and trickle.per_s("sent"):
+    if (trickle := phase.get("trickle")) is not None and trickle.per_s("sent"):
         run.notes["trickle_cpu"] = cpu_per_message(trickle)
     run.notes["stored"] = stored_exactly_once(stack, label, result.last_seq)
     print(f"== {label} stored: {run.notes['stored']}", file=sys.stderr, flush=True)

@@ -75,14 +75,14 @@ def persister_text(run: Run) -> tuple[str, str]:
     """The persister's CPU per stored row at the trickle and in each step that held, and the
     judgement (≤ 50 µs everywhere). A message is one row."""
     held = {s["step"] for s in run.get("steps", []) if s.get("held")}
-    shown: list[tuple[str, float | None]] = []
     trickle = run.get("trickle_cpu")
-    if trickle:
-        shown.append((f"{trickle['sent_per_s']:,} msgs/s (trickle)", _persister_us(trickle)))
-    for step in run.get("cpu_per_step", []):
-        if step["step"] in held:
-            shown.append((f"{step['sent_per_s']:,} msgs/s", _persister_us(step)))
-    measured = [(label, us) for label, us in shown if us is not None]
+    shown = [(f"{trickle['sent_per_s']:,} msgs/s (trickle)", trickle)] if trickle else []
+    shown += [
+        (f"{step['sent_per_s']:,} msgs/s", step)
+        for step in run.get("cpu_per_step", [])
+        if step["step"] in held
+    ]
+    measured = [(label, us) for label, step in shown if (us := _persister_us(step)) is not None]
     if not measured:
         return "not measured", "not judged"
     text = ", ".join(f"{label}: {us:g} µs" for label, us in measured)

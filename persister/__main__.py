@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     # after failovers; the rest (acks, backlog, readiness pings) needs a few more. One server
     # sees one read at a time plus those few.
     cluster = redis_client.is_cluster(settings.redis_url)
+    # No socket timeout: the source gives each operation one deadline (persister/streams.py).
     redis = redis_client.connect(
-        settings.redis_url, pool_size=settings.shards + 8 if cluster else 8, socket_timeout=10
+        settings.redis_url, pool_size=settings.shards + 8 if cluster else 8, socket_timeout=None
     )
     source = stream_source(
         redis,

@@ -1,4 +1,5 @@
-"""When to flush: at ``size`` entries or ``interval_s`` after the first one, whichever first."""
+"""When to flush: at ``size`` entries or ``interval_s`` after the first one was produced,
+whichever first."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ class Batcher(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, items: Iterable[T]) -> None:
-        """Append items; the first item of a batch starts its clock."""
+    def add(self, items: Iterable[T], waited_s: float = 0.0) -> None:
+        """Append items; the first item of a batch starts its clock, set back by ``waited_s``:
+        how long that item had waited before it got here (clamped to the interval)."""
         for item in items:
             if not self._items:
-                self._opened = self._clock()
+                self._opened = self._clock() - min(max(waited_s, 0.0), self.interval_s)
             self._items.append(item)
 
     def room(self) -> int:

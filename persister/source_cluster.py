@@ -172,9 +172,11 @@ class ClusterStreamSource(PersistStreams):
                 failures = 0
 
     async def _xreadgroup(self, stream: str, after: str, *, block: int | None) -> list[RawEntry]:
-        reply: Any = await self.redis.xreadgroup(
-            keys.PERSIST_GROUP, self.consumer, {stream: after}, count=self.read_count, block=block
-        )
+        async with self.deadline(block):
+            reply: Any = await self.redis.xreadgroup(
+                keys.PERSIST_GROUP, self.consumer, {stream: after}, count=self.read_count,
+                block=block,
+            )  # fmt: skip
         return [
             (stream, str(entry_id), fields)
             for _, entries in reply or ()

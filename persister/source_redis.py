@@ -39,9 +39,15 @@ class RedisStreamSource(PersistStreams):
         consumer: str,
         claim_idle_ms: int,
         metrics: PersisterMetrics,
+        timeout_s: float = 10.0,
     ) -> None:
         super().__init__(
-            redis, shards=shards, consumer=consumer, claim_idle_ms=claim_idle_ms, metrics=metrics
+            redis,
+            shards=shards,
+            consumer=consumer,
+            claim_idle_ms=claim_idle_ms,
+            metrics=metrics,
+            timeout_s=timeout_s,
         )
         # Own pending entries (left by a previous run) are read first, by id from this cursor
         # per stream: ids after the last one returned, so entries read but not acknowledged yet
@@ -85,9 +91,10 @@ class RedisStreamSource(PersistStreams):
     async def _read_group(
         self, streams: dict[Any, Any], count: int, block: int | None
     ) -> list[Entry]:
-        reply: Any = await self.redis.xreadgroup(
-            keys.PERSIST_GROUP, self.consumer, streams, count=count, block=block
-        )
+        async with self.deadline(block):
+            reply: Any = await self.redis.xreadgroup(
+                keys.PERSIST_GROUP, self.consumer, streams, count=count, block=block
+            )
         batch: list[Entry] = []
         # As sent: a map of stream → entries (RESP3, redis-py's default), pairs in RESP2.
         for stream, entries in reply.items() if isinstance(reply, dict) else reply or ():
@@ -103,8 +110,10 @@ class RedisStreamSource(PersistStreams):
         pipe = self.redis.pipeline(transaction=False)
         for stream in self.streams:
             self._xautoclaim(pipe, stream, count)
+        async with self.deadline():
+            replies = await pipe.execute()
         batch: list[Entry] = []
-        for stream, reply in zip(self.streams, await pipe.execute(), strict=True):
+        for stream, reply in zip(self.streams, replies, strict=True):
             claimed, _ = self._claimed(stream, reply)
             for _, entry_id, fields in claimed:
                 if (stream, entry_id) not in self._in_flight:

@@ -8,6 +8,7 @@ replica are claimed after ``claim_idle_ms`` (XAUTOCLAIM).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -36,8 +37,13 @@ class PersistStreams:
         consumer: str,
         claim_idle_ms: int,
         metrics: PersisterMetrics,
+        timeout_s: float = 10.0,
     ) -> None:
         self.redis = redis
+        # Every Redis operation (a read, a pipeline) has one deadline, armed here, not one per
+        # reply: the persister's client has no socket timeout (persister/__main__.py), as an
+        # asyncio timeout per reply was a third of a pipelined command's CPU.
+        self.timeout_s = timeout_s
         self.streams = [keys.persist(shard, shards) for shard in range(shards)]
         self.consumer = consumer
         self.claim_idle_ms = claim_idle_ms
@@ -54,9 +60,14 @@ class PersistStreams:
         for stream in self.streams:
             await self._create_group(stream)
 
+    def deadline(self, block_ms: int | None = None) -> asyncio.Timeout:
+        """The deadline of one Redis operation (``timeout_s``, plus the time it may block)."""
+        return asyncio.timeout(self.timeout_s + (block_ms or 0) / 1000)
+
     async def _create_group(self, stream: str) -> None:
         try:
-            await self.redis.xgroup_create(stream, keys.PERSIST_GROUP, id="0", mkstream=True)
+            async with self.deadline():
+                await self.redis.xgroup_create(stream, keys.PERSIST_GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -64,7 +75,9 @@ class PersistStreams:
     async def _claim_stream(self, stream: str, count: int) -> tuple[list[RawEntry], bool]:
         """Stale entries of ``stream`` idle for ``claim_idle_ms``, and whether the scan of its
         pending entries is complete (XAUTOCLAIM's cursor is back at the start)."""
-        return self._claimed(stream, await self._xautoclaim(self.redis, stream, count))
+        async with self.deadline():
+            reply = await self._xautoclaim(self.redis, stream, count)
+        return self._claimed(stream, reply)
 
     def _xautoclaim(self, client: Any, stream: str, count: int) -> Any:
         """XAUTOCLAIM on ``client`` (the client, or a pipeline it is queued on), from the
@@ -113,7 +126,8 @@ class PersistStreams:
             pipe.xdel(stream, *entry_ids)
         try:
             if by_stream:
-                await pipe.execute()
+                async with self.deadline():
+                    await pipe.execute()
         finally:
             # Only now: a cluster reader re-reading its pending entries meanwhile skips these.
             self._in_flight.difference_update(ids)
@@ -123,7 +137,9 @@ class PersistStreams:
         pipe = self.redis.pipeline(transaction=False)
         for stream in self.streams:
             pipe.xlen(stream)
-        return sum(int(n) for n in await pipe.execute())
+        async with self.deadline():
+            lengths = await pipe.execute()
+        return sum(int(n) for n in lengths)
 
 
 def _body(fields: Any) -> Any:

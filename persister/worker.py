@@ -75,7 +75,8 @@ class Worker:
             wanted = self.batcher.room() or 1
             try:
                 read = await self.source.read(wanted, timeout)
-                self.batcher.add(read)
+                # The batch is due an interval after its first entry was published, not read.
+                self.batcher.add(read, waited_s=_waited(read))
                 backoff = 0.05
             except Exception as exc:
                 # The source (Redis) is unreachable: what was read stays pending there.
@@ -87,7 +88,13 @@ class Worker:
             self.source_ok = True
             await self._observe()
             if self.batcher.due():
+                full = self.batcher.room() == 0
                 await self.flush()
+                if not full:
+                    # Due by time: a trickle. What comes next is due an interval after it is
+                    # published, so let it gather in Redis until then: one read per batch
+                    # instead of a read of the few entries that came during this flush.
+                    await asyncio.sleep(min(self.batcher.interval_s, self._poll_s))
             elif read and len(read) < wanted:
                 # Everything there was read: a trickle would otherwise cost one read (a command
                 # naming every stream) per entry. Let entries gather; the batch waits anyway.
@@ -172,3 +179,10 @@ class Worker:
         pending = self.batcher.peek()
         age = (events.now_ms() - pending[1]["ts"]) / 1000 if pending is not None else 0.0
         self.metrics.lag.set(max(0.0, age))
+
+
+def _waited(read: list[Entry]) -> float:
+    """Seconds since the oldest of ``read`` was published (0 without entries). A read returns
+    entries stream by stream, so the oldest is not necessarily the first."""
+    now = events.now_ms()
+    return (now - min(entry.get("ts", now) for _, entry in read)) / 1000 if read else 0.0

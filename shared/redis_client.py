@@ -88,7 +88,7 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
     return nodes
 
 
-def connect(url: str, *, pool_size: int, socket_timeout: float = 5) -> AnyRedis:
+def connect(url: str, *, pool_size: int, socket_timeout: float | None = 5) -> AnyRedis:
     """A client for ``url`` that never retries a command on its own.
 
     A publish retried after a lost reply could publish twice, so retries are the caller's

@@ -70,18 +70,26 @@ def stack(start_server: Any, redis_server: RedisServer, mysql_url: str) -> Any:
 @pytest.fixture
 async def persist_source(
     redis_server: RedisServer,
-) -> AsyncIterator[Callable[[int, CollectorRegistry], tuple[RedisStreamSource, Redis]]]:
-    """``persist_source(shards, registry)``: a persister's source (consumer ``p0``) on the
-    private Redis, and its client (closed after the test)."""
+) -> AsyncIterator[Callable[..., tuple[RedisStreamSource, Redis]]]:
+    """``persist_source(shards, registry, timeout_s=10)``: a persister's source (consumer
+    ``p0``) on the private Redis, and its client (closed after the test), connected as the
+    persister connects: no socket timeout, the source's deadline per operation."""
     clients: list[Redis] = []
 
-    def make(shards: int, registry: CollectorRegistry) -> tuple[RedisStreamSource, Redis]:
-        redis = redis_client.connect(redis_server.url, pool_size=8)
+    def make(
+        shards: int, registry: CollectorRegistry, timeout_s: float = 10.0
+    ) -> tuple[RedisStreamSource, Redis]:
+        redis = redis_client.connect(redis_server.url, pool_size=8, socket_timeout=None)
         assert isinstance(redis, Redis)
         clients.append(redis)
         metrics = PersisterMetrics(registry)
         source = RedisStreamSource(
-            redis, shards=shards, consumer="p0", claim_idle_ms=30_000, metrics=metrics
+            redis,
+            shards=shards,
+            consumer="p0",
+            claim_idle_ms=30_000,
+            metrics=metrics,
+            timeout_s=timeout_s,
         )
         return source, redis
 

@@ -52,3 +52,19 @@ def test_age_counts_from_the_first_item_of_the_batch(clock: FakeClock) -> None:
     batcher.add([2, 3])
     batcher.take()
     assert batcher.age() == 0.0  # the leftover's window opened now
+
+
+def test_a_batch_is_due_an_interval_after_its_first_item_was_produced(clock: FakeClock) -> None:
+    batcher: Batcher[int] = Batcher(100, 1.0, clock)
+    clock.now = 5.0
+    batcher.add([1], waited_s=0.75)  # read 0.75 s after it was published
+    batcher.add([2], waited_s=0.9)  # a later item does not move the clock
+    assert not batcher.due() and abs(batcher.time_left() - 0.25) < 1e-9
+    clock.now = 5.25
+    assert batcher.due()
+    batcher.take()
+    batcher.add([3], waited_s=60.0)  # redelivered long after: due now, not a minute ago
+    assert batcher.due() and batcher.age() == 1.0
+    batcher.take()
+    batcher.add([4], waited_s=-3.0)  # a producer clock ahead of ours counts as no wait
+    assert batcher.time_left() == 1.0

@@ -7,6 +7,7 @@ in ``sync`` persist mode).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +41,13 @@ class CommitUnknown(Exception):
 def to_datetime(ts_ms: int) -> datetime:
     """Milliseconds since the epoch → naive UTC datetime (the column type)."""
     return datetime.fromtimestamp(ts_ms / 1000, UTC).replace(tzinfo=None)
+
+
+def to_mysql_datetime(ts_ms: int) -> str:
+    """Milliseconds since the epoch → the text of a MySQL ``DATETIME(3)`` in UTC: what pymysql
+    would send for ``to_datetime(ts_ms)``, at half the cost (the persister writes one per row)."""
+    seconds, ms = divmod(ts_ms, 1000)
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(seconds))}.{ms:03d}"
 
 
 def to_ms(value: datetime) -> int:
@@ -117,6 +125,8 @@ class Store:
         """
         rooms: dict[str, int] = {}
         rows: list[dict[str, Any]] = []
+        # The driver's own statement takes the time as text; SQLAlchemy's wants a datetime.
+        created_at = to_datetime if self._message_sql is None else to_mysql_datetime
         members: list[Mapping[str, Any]] = []
         for entry in entries:
             rooms.setdefault(entry["room"], entry["ts"])
@@ -127,7 +137,7 @@ class Store:
                         "seq": entry["seq"],
                         "sender_id": entry["user"],
                         "content": entry["text"],
-                        "created_at": to_datetime(entry["ts"]),
+                        "created_at": created_at(entry["ts"]),
                     }
                 )
             else:

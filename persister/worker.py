@@ -23,7 +23,9 @@ class Worker:
     """Moves entries from a :class:`Source` into the :class:`Store`, losing none.
 
     Acknowledges only after the transaction commits; while the database is down it retries
-    with capped backoff and acknowledges nothing.
+    with capped backoff and acknowledges nothing. One batch is written (in a thread) while the
+    next is read: the read waits for the database no more, and the write for Redis no more.
+    At most one batch is being written and one is being filled.
     """
 
     def __init__(
@@ -52,6 +54,8 @@ class Worker:
         self.healthy = True  # False while writes are failing
         self.source_ok = True  # False while the source cannot be read
         self._observed = 0.0
+        self._writing: asyncio.Task[None] | None = None  # the batch being written, if any
+        self._written_oldest_ts: int | None = None  # ts of its first entry (the lag gauge)
 
     async def start(self) -> None:
         """Start the source, then the loop (the schema is the migrations' job: ``make migrate``,
@@ -89,7 +93,7 @@ class Worker:
             await self._observe()
             if self.batcher.due():
                 full = self.batcher.room() == 0
-                await self.flush()
+                await self._start_flush()
                 if not full:
                     # Due by time: a trickle. What comes next is due an interval after it is
                     # published, so let it gather in Redis until then: one read per batch
@@ -110,6 +114,7 @@ class Worker:
             log.warning("cannot drain the source at shutdown: %r", exc)
         while len(self.batcher):
             await self.flush()
+        await self._written()
 
     def _gather_time(self) -> float:
         """How long to let entries gather in Redis before the next read: the time the batch's
@@ -136,10 +141,30 @@ class Worker:
         )
 
     async def flush(self) -> None:
-        """Write one batch (retrying until it commits), then acknowledge it."""
+        """Write one batch (retrying until it commits), then acknowledge it; returns when done
+        (after the batch being written, if any)."""
+        await self._start_flush()
+        await self._written()
+
+    async def _start_flush(self) -> None:
+        """Once the batch being written is done, start writing the next one, and return."""
+        await self._written()
         batch = self.batcher.take()
-        if not batch:
-            return
+        if batch:
+            self._written_oldest_ts = batch[0][1].get("ts")
+            self._writing = asyncio.create_task(self._write(batch), name="persister-write")
+
+    async def _written(self) -> None:
+        """Wait for the batch being written, if any (its exception, if any, is raised)."""
+        if self._writing is not None:
+            try:
+                await self._writing
+            finally:
+                self._writing = None
+                self._written_oldest_ts = None
+
+    async def _write(self, batch: list[Entry]) -> None:
+        """Write ``batch`` (retrying until it commits), then acknowledge it."""
         backoff = 0.05
         while True:
             started = time.perf_counter()
@@ -166,6 +191,7 @@ class Worker:
         except Exception as exc:
             # Stored but not acknowledged: redelivered later, and the unique key makes it a no-op.
             log.warning("acknowledging %d entries failed: %r", len(batch), exc)
+        self._written_oldest_ts = None
         await self._observe()
 
     async def _observe(self) -> None:
@@ -177,7 +203,8 @@ class Worker:
             except Exception as exc:
                 log.warning("cannot read the backlog: %r", exc)
         pending = self.batcher.peek()
-        age = (events.now_ms() - pending[1]["ts"]) / 1000 if pending is not None else 0.0
+        oldest = self._written_oldest_ts or (pending[1]["ts"] if pending is not None else None)
+        age = (events.now_ms() - oldest) / 1000 if oldest is not None else 0.0
         self.metrics.lag.set(max(0.0, age))
 
 

@@ -7,7 +7,8 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,15 @@ async def send_acked(client: Client, room: str, text: str, cid: str) -> dict[str
             await asyncio.sleep(0.05)  # retry backoff, as a client would
     finally:
         client.unread(others)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll an async ``check`` until true, or raise ``TimeoutError``."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 class FakeClock:

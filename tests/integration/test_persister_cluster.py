@@ -13,7 +13,7 @@ import contextlib
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ from shared import keys, redis_client
 from shared.metrics import PersisterMetrics
 from shared.store import Store
 from stack.cluster import LocalRedisCluster
-from tests.conftest import ChatServer, MariaDB, wait_until
+from tests.conftest import ChatServer, MariaDB, eventually, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -131,15 +131,6 @@ def assert_exactly_once(mariadb: MariaDB, database: str, written: dict[str, int]
     expected = {(room, seq) for room, last in written.items() for seq in range(1, last + 1)}
     assert set(rows) == expected, (len(rows), len(expected))
     assert set(rows.values()) == {1}
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Poll an async ``check`` until true, or raise ``TimeoutError``."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def drained(client: RedisCluster) -> bool:

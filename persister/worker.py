@@ -75,8 +75,17 @@ class Worker:
         holds (an in-process stream, entries read ahead), flush, return."""
         backoff = 0.05
         while not self._stopping:
+            if self.batcher.due():
+                full = self.batcher.room() == 0
+                await self._start_flush()
+                if not full:
+                    # Due by time: a trickle. What comes next is due an interval after it is
+                    # published, so let it gather in Redis until then: one read per batch
+                    # instead of a read of the few entries that came during this flush.
+                    await asyncio.sleep(min(self.batcher.interval_s, self._poll_s))
+                continue  # a read can return more than a batch: the rest may be due too
             timeout = min(self.batcher.time_left(), self._poll_s)
-            wanted = self.batcher.room() or 1
+            wanted = self.batcher.room()
             try:
                 read = await self.source.read(wanted, timeout)
                 # The batch is due an interval after its first entry was published, not read.
@@ -91,15 +100,7 @@ class Worker:
                 continue
             self.source_ok = True
             await self._observe()
-            if self.batcher.due():
-                full = self.batcher.room() == 0
-                await self._start_flush()
-                if not full:
-                    # Due by time: a trickle. What comes next is due an interval after it is
-                    # published, so let it gather in Redis until then: one read per batch
-                    # instead of a read of the few entries that came during this flush.
-                    await asyncio.sleep(min(self.batcher.interval_s, self._poll_s))
-            elif read and len(read) < wanted:
+            if read and len(read) < wanted and not self.batcher.due():
                 # Everything there was read: a trickle would otherwise cost one read (a command
                 # naming every stream) per entry. Let entries gather; the batch waits anyway.
                 await asyncio.sleep(self._gather_time())

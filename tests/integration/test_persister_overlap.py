@@ -68,3 +68,47 @@ async def _at_least(count: Any, n: int) -> bool:
 
 async def _drained(source: Any, pending: Any) -> bool:
     return bool(await source.backlog() == 0 and await pending() == 0)
+
+
+async def test_a_full_batch_left_from_a_big_read_is_written_before_reading_again(
+    persist_source: Any, mysql_url: str
+) -> None:
+    """A read returns up to ``count`` entries *per stream*, so it can leave more than a batch in
+    the batcher. That batch is due: it must be written before the next read, which, with every
+    stream drained, blocks for ``poll_s`` (at the end of a backlog that stalled the persister
+    for a second: half the time of `make bench-persister`'s 50,000-row drain)."""
+    source, redis = persist_source(4, CollectorRegistry())
+    store = Store(mysql_url)
+    store.migrate()
+    now = events.now_ms()
+    rooms = [f"r{n}" for n in range(40)]
+    streams = {keys.room_persist(room, 4) for room in rooms}
+    assert len(streams) == 4  # so that one read returns more than one batch
+    for seq in range(1, 6):
+        for room in rooms:
+            event = {"type": "message", "room": room, "seq": seq, "user": "u", "text": "t"}
+            await redis.xadd(keys.room_persist(room, 4), {"e": orjson.dumps({**event, "ts": now})})
+    # 200 entries, four full batches: only size makes a batch due (not the timer).
+    worker = Worker(source, store, source.metrics, batch_size=BATCH, flush_interval_s=600)
+    due_at_read: list[bool] = []
+    read = source.read
+
+    async def recording_read(count: int, timeout: float) -> list[Any]:
+        due_at_read.append(worker.batcher.due())
+        return await read(count, timeout)
+
+    source.read = recording_read
+    await worker.start()
+    try:
+        await eventually(lambda: _drained(source, lambda: _pending(redis, streams)), 30, "drain")
+    finally:
+        await worker.stop()
+    stored = sorted((m["room"], m["seq"]) for r in rooms for m in store.after(r, 0, 100))
+    store.close()
+    assert stored == sorted((room, seq) for room in rooms for seq in range(1, 6))
+    assert len(due_at_read) >= 2 and not any(due_at_read), due_at_read
+
+
+async def _pending(redis: Any, streams: set[str]) -> int:
+    replies = [await redis.xpending(s, keys.PERSIST_GROUP) for s in streams]
+    return sum(int(r["pending"]) for r in replies)

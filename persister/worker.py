@@ -74,14 +74,18 @@ class Worker:
         """Until stopped: read, flush when due. On stop: close the source, write what it still
         holds (an in-process stream, entries read ahead), flush, return."""
         backoff = 0.05
+        waited = 0.0  # how long the oldest entry of the last read had waited (seconds)
         while not self._stopping:
             if self.batcher.due():
-                full = self.batcher.room() == 0
+                # Due by time, with entries published about an interval ago: a trickle. (Older
+                # ones, claimed from a dead replica or a backlog's tail, are written and the
+                # loop reads on.)
+                trickle = self.batcher.room() > 0 and waited < 2 * self.batcher.interval_s
                 await self._start_flush()
-                if not full:
-                    # Due by time: a trickle. What comes next is due an interval after it is
-                    # published, so let it gather in Redis until then: one read per batch
-                    # instead of a read of the few entries that came during this flush.
+                if trickle:
+                    # What comes next is due an interval after it is published, so let it
+                    # gather in Redis until then: one read per batch instead of a read of the
+                    # few entries that came during this flush.
                     await asyncio.sleep(min(self.batcher.interval_s, self._poll_s))
                 continue  # a read can return more than a batch: the rest may be due too
             timeout = min(self.batcher.time_left(), self._poll_s)
@@ -89,7 +93,8 @@ class Worker:
             try:
                 read = await self.source.read(wanted, timeout)
                 # The batch is due an interval after its first entry was published, not read.
-                self.batcher.add(read, waited_s=_waited(read))
+                waited = _waited(read) if read else waited
+                self.batcher.add(read, waited_s=waited)
                 backoff = 0.05
             except Exception as exc:
                 # The source (Redis) is unreachable: what was read stays pending there.

@@ -4,6 +4,7 @@ acknowledged before its own commit, and every entry is stored once."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -112,3 +113,41 @@ async def test_a_full_batch_left_from_a_big_read_is_written_before_reading_again
 async def _pending(redis: Any, streams: set[str]) -> int:
     replies = [await redis.xpending(s, keys.PERSIST_GROUP) for s in streams]
     return sum(int(r["pending"]) for r in replies)
+
+
+async def test_entries_that_waited_long_are_written_without_the_trickle_pause(
+    persist_source: Any, mysql_url: str
+) -> None:
+    """After a batch due by time the loop pauses (up to the interval) so that a trickle gathers
+    in Redis. Entries that waited far longer (claimed from a dead replica, a backlog's tail)
+    make a batch due at once: the loop writes them and reads on, without that pause."""
+    source, redis = persist_source(4, CollectorRegistry())
+    store = Store(mysql_url)
+    store.migrate()
+    stream = keys.room_persist("r", 4)
+    old = events.now_ms() - 120_000
+
+    async def put(seqs: range) -> None:
+        for seq in seqs:
+            event = {"type": "message", "room": "r", "seq": seq, "user": "u", "text": "t"}
+            await redis.xadd(stream, {"e": orjson.dumps({**event, "ts": old})})
+
+    async def pending() -> int:
+        return int((await redis.xpending(stream, keys.PERSIST_GROUP))["pending"])
+
+    # The pause would be 30 s (the interval, capped by poll_s): far past the waits below.
+    worker = Worker(source, store, source.metrics, batch_size=BATCH, flush_interval_s=30, poll_s=30)
+    await put(range(1, 11))
+    await worker.start()
+    try:
+        await eventually(lambda: _drained(source, pending), 10, "the first old entries stored")
+        await put(range(11, 21))
+        await eventually(lambda: _drained(source, pending), 10, "the next ones, at once")
+    finally:
+        stopping = asyncio.create_task(worker.stop())
+        await put(range(21, 22))  # ends the read that blocks for poll_s
+        await stopping
+
+    stored = [m["seq"] for m in store.after("r", 0, 100)]
+    store.close()
+    assert stored == list(range(1, 22))

@@ -76,18 +76,11 @@ class Worker:
         backoff = 0.05
         waited = 0.0  # how long the oldest entry of the last read had waited (seconds)
         while not self._stopping:
-            if self.batcher.due():
-                # Due by time, with entries published about an interval ago: a trickle. (Older
-                # ones, claimed from a dead replica or a backlog's tail, are written and the
-                # loop reads on.)
-                trickle = self.batcher.room() > 0 and waited < 2 * self.batcher.interval_s
+            if self.batcher.room() == 0:
+                # A read returns up to ``wanted`` entries per stream: more than a batch can be
+                # waiting here. Write it before reading again (a read may block ``poll_s``).
                 await self._start_flush()
-                if trickle:
-                    # What comes next is due an interval after it is published, so let it
-                    # gather in Redis until then: one read per batch instead of a read of the
-                    # few entries that came during this flush.
-                    await asyncio.sleep(min(self.batcher.interval_s, self._poll_s))
-                continue  # a read can return more than a batch: the rest may be due too
+                continue
             timeout = min(self.batcher.time_left(), self._poll_s)
             wanted = self.batcher.room()
             try:
@@ -105,7 +98,19 @@ class Worker:
                 continue
             self.source_ok = True
             await self._observe()
-            if read and len(read) < wanted and not self.batcher.due():
+            if self.batcher.due():
+                # Due by time, with entries published about an interval ago: a trickle. (Older
+                # ones, claimed from a dead replica or a backlog's tail, are written and the
+                # loop reads on.)
+                trickle = self.batcher.room() > 0 and waited < 2 * self.batcher.interval_s
+                await self._start_flush()
+                if trickle:
+                    # What comes next is due an interval after it is published, so let it
+                    # gather in Redis until then (and ``gather_s`` more, so that the read finds
+                    # it due): one read per batch, not one for the few entries that came
+                    # during this flush and one for the rest.
+                    await asyncio.sleep(min(self.batcher.interval_s, self._poll_s) + self._gather_s)
+            elif read and len(read) < wanted:
                 # Everything there was read: a trickle would otherwise cost one read (a command
                 # naming every stream) per entry. Let entries gather; the batch waits anyway.
                 await asyncio.sleep(self._gather_time())

@@ -33,6 +33,7 @@ from shared.scripts import FanOut
 log = logging.getLogger(__name__)
 
 KEEP_USERS_PER_CALL = 500  # a big room's users over several KEEP calls (one script runs alone)
+KEEP_CALLS_PER_PIPELINE = 100  # a round's calls over several round trips (see refresh)
 
 ROOMS_CACHE_S = 2.0  # /api/rooms answers from a copy this fresh
 
@@ -166,10 +167,10 @@ class RedisPresence:
 
     async def refresh(self, entries: list[tuple[str, str]]) -> None:
         """Extend the presence of these (room, user) entries of ours, and in their rooms expire
-        the users whose gateways stopped refreshing: one ``KEEP`` call per room, all in one
-        pipelined round trip. An entry whose user left meanwhile stays gone; one whose presence
-        expired while she is still here (Redis was away longer than the TTL) is announced
-        again."""
+        the users whose gateways stopped refreshing: one ``KEEP`` call per room, pipelined
+        ``KEEP_CALLS_PER_PIPELINE`` to a round trip. An entry whose user left meanwhile stays
+        gone; one whose presence expired while she is still here (Redis was away longer than
+        the TTL) is announced again."""
         if not entries:
             return
         by_room: dict[str, list[str]] = {}
@@ -177,42 +178,56 @@ class RedisPresence:
             by_room.setdefault(room, []).append(user)
         expiry = int(time.time() * 1000) + int(self.settings.presence_ttl_s * 1000)
         sha = await self.redis.script_load(scripts.KEEP)  # after a restart it is gone
-        pipe = self.redis.pipeline(transaction=False)
-        calls: list[str] = []  # the room of each call
+        calls: list[tuple[str, list[str], bool]] = []  # (room, users, sweeps) of each call
         for room, users in by_room.items():
-            hash_key = keys.presence(room, self.shards)
             for start in range(0, len(users), KEEP_USERS_PER_CALL):
-                chunk = users[start : start + KEEP_USERS_PER_CALL]
                 last = start + KEEP_USERS_PER_CALL >= len(users)
-                # execute_command: a cluster pipeline refuses its ``evalsha`` method, not the
-                # command (routed by the keys, which share the room's slot).
-                pipe.execute_command(
-                    "EVALSHA",
-                    sha,
-                    2 + len(chunk),
-                    hash_key,
-                    keys.room_persist(room, self.shards),
-                    *(keys.presence_user(room, user, self.shards) for user in chunk),
-                    self.gateway,
-                    expiry,
-                    keys.channel(room, self.shards),
-                    self.fan_out,
-                    room,
-                    hash_key + "#",
-                    "1" if last else "0",
-                    *chunk,
-                )
-                calls.append(room)
-        results = await pipe.execute(raise_on_error=False)
-        refused = self._refused(results)
-        for room, missing in zip(calls, results, strict=True):
-            if isinstance(missing, Exception):
-                continue
-            for user in missing:
-                if self._local[(room, user)] > 0:
-                    await self._presence(**self._script_args(room, user, "join"))
+                calls.append((room, users[start : start + KEEP_USERS_PER_CALL], last))
+        refused = 0
+        missing: list[tuple[str, str]] = []
+        # Packing a thousand calls and parsing their replies is tens of ms of CPU in one go:
+        # the gateway would write nothing meanwhile. A bounded pipeline at a time lets the
+        # event loop run between them.
+        for first in range(0, len(calls), KEEP_CALLS_PER_PIPELINE):
+            chunk = calls[first : first + KEEP_CALLS_PER_PIPELINE]
+            results = await self._keep_calls(sha, expiry, chunk)
+            refused += self._refused(results)
+            for (room, _, _), result in zip(chunk, results, strict=True):
+                if not isinstance(result, Exception):
+                    missing.extend((room, user) for user in result)
+        for room, user in missing:
+            if self._local[(room, user)] > 0:
+                await self._presence(**self._script_args(room, user, "join"))
         if refused:
             log.info("%d rooms' presence not kept this round: their shard has no replica", refused)
+
+    async def _keep_calls(
+        self, sha: str, expiry: int, calls: list[tuple[str, list[str], bool]]
+    ) -> list[Any]:
+        """Run these ``KEEP`` calls in one pipelined round trip; a reply per call (an error is
+        returned, not raised)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for room, users, sweeps in calls:
+            hash_key = keys.presence(room, self.shards)
+            # execute_command: a cluster pipeline refuses its ``evalsha`` method, not the
+            # command (routed by the keys, which share the room's slot).
+            pipe.execute_command(
+                "EVALSHA",
+                sha,
+                2 + len(users),
+                hash_key,
+                keys.room_persist(room, self.shards),
+                *(keys.presence_user(room, user, self.shards) for user in users),
+                self.gateway,
+                expiry,
+                keys.channel(room, self.shards),
+                self.fan_out,
+                room,
+                hash_key + "#",
+                "1" if sweeps else "0",
+                *users,
+            )
+        return list(await pipe.execute(raise_on_error=False))
 
     @staticmethod
     def _refused(results: list[Any]) -> int:

@@ -4,11 +4,12 @@ presence expired while she stayed connected is announced again (issue 13, item 7
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio
 
-from gateway.presence_redis import KEEP_USERS_PER_CALL, RedisPresence
+from gateway.presence_redis import KEEP_CALLS_PER_PIPELINE, KEEP_USERS_PER_CALL, RedisPresence
 from shared import keys, redis_client
 from shared.config import Settings
 from tests.conftest import RedisServer
@@ -87,3 +88,35 @@ async def test_a_round_keeps_every_user_of_a_big_room_and_sweeps_a_crashed_gatew
         assert await pubsub.get_message(timeout=0.5) is None
     assert told is not None and '"left":["ghost"]' in told["data"]
     assert await presence.members("big") == sorted(users)
+
+
+async def test_a_round_over_many_rooms_goes_in_bounded_pipelines_and_keeps_every_room(
+    presence: RedisPresence, admin: redis.asyncio.Redis
+) -> None:
+    # Packing and parsing one pipeline of every room's call held the event loop for tens of ms
+    # (nothing written to any client meanwhile); a bounded pipeline at a time lets it run.
+    rooms = [f"room{n}" for n in range(KEEP_CALLS_PER_PIPELINE * 3 + 7)]
+    for room in rooms:
+        await presence.join(room, "alice")
+    sizes: list[int] = []
+    pipeline = presence.redis.pipeline
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def counted(*a: Any, **kw: Any) -> Any:
+            sizes.append(len(pipe))
+            return await execute(*a, **kw)
+
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
+
+    presence.redis.pipeline = recording  # type: ignore[method-assign]
+    for room in rooms:  # about to expire: only the round keeps them
+        await admin.hset(keys.presence(room, SHARDS), "alice", 1)
+    await presence.refresh([(room, "alice") for room in rooms])
+    assert max(sizes) <= KEEP_CALLS_PER_PIPELINE
+    assert sum(sizes) == len(rooms)
+    for room in rooms:
+        assert await presence.members(room) == ["alice"]

@@ -4,7 +4,7 @@ whichever first."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -53,9 +53,9 @@ class Batcher(Generic[T]):
         """Seconds since the first item of the batch arrived (0 when empty)."""
         return self._clock() - self._opened if self._items else 0.0
 
-    def peek(self) -> T | None:
-        """The oldest item waiting, if any."""
-        return self._items[0] if self._items else None
+    def waiting(self) -> Sequence[T]:
+        """The items waiting, in the order they came (a view: do not keep it)."""
+        return self._items
 
     def take(self) -> list[T]:
         """Everything collected (at most ``size``), emptying the batcher of it."""

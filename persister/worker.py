@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from persister.batcher import Batcher
@@ -55,7 +55,7 @@ class Worker:
         self.source_ok = True  # False while the source cannot be read
         self._observed = 0.0
         self._writing: asyncio.Task[None] | None = None  # the batch being written, if any
-        self._written_oldest_ts: int | None = None  # ts of its first entry (the lag gauge)
+        self._written_oldest_ts: int | None = None  # ts of its oldest entry (the lag gauge)
 
     async def start(self) -> None:
         """Start the source, then the loop (the schema is the migrations' job: ``make migrate``,
@@ -162,7 +162,7 @@ class Worker:
         await self._written()
         batch = self.batcher.take()
         if batch:
-            self._written_oldest_ts = batch[0][1].get("ts")
+            self._written_oldest_ts = _oldest_ts(batch)
             self._writing = asyncio.create_task(self._write(batch), name="persister-write")
 
     async def _written(self) -> None:
@@ -213,14 +213,19 @@ class Worker:
                 self.metrics.backlog.set(await self.source.backlog())
             except Exception as exc:
                 log.warning("cannot read the backlog: %r", exc)
-        pending = self.batcher.peek()
-        oldest = self._written_oldest_ts or (pending[1]["ts"] if pending is not None else None)
+        stamps = (self._written_oldest_ts, _oldest_ts(self.batcher.waiting()))
+        oldest = min((ts for ts in stamps if ts is not None), default=None)
         age = (events.now_ms() - oldest) / 1000 if oldest is not None else 0.0
         self.metrics.lag.set(max(0.0, age))
 
 
+def _oldest_ts(entries: Sequence[Entry]) -> int | None:
+    """When the oldest of ``entries`` was published (ms), if any says. A read returns entries
+    stream by stream, so the oldest is not necessarily the first."""
+    return min((e["ts"] for _, e in entries if "ts" in e), default=None)
+
+
 def _waited(read: list[Entry]) -> float:
-    """Seconds since the oldest of ``read`` was published (0 without entries). A read returns
-    entries stream by stream, so the oldest is not necessarily the first."""
-    now = events.now_ms()
-    return (now - min(entry.get("ts", now) for _, entry in read)) / 1000 if read else 0.0
+    """Seconds since the oldest of ``read`` was published (0 without entries)."""
+    oldest = _oldest_ts(read)
+    return (events.now_ms() - oldest) / 1000 if oldest is not None else 0.0

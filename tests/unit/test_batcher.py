@@ -27,8 +27,8 @@ def test_flush_by_time_counts_from_first_item(clock: FakeClock) -> None:
     assert not batcher.due() and abs(batcher.time_left() - 0.4) < 1e-9
     clock.now = 6.0
     assert batcher.due() and batcher.time_left() == 0
-    assert batcher.peek() == 1
-    assert batcher.take() == [1, 2] and batcher.peek() is None
+    assert list(batcher.waiting()) == [1, 2]
+    assert batcher.take() == [1, 2] and not batcher.waiting()
 
 
 def test_leftover_starts_a_new_window(clock: FakeClock) -> None:

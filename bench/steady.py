@@ -27,9 +27,10 @@ from typing import Any
 import redis
 
 from bench.report.machine import cpu_speed
+from bench.rooms import cpu_per_message
 from bench.run import Bench
 from bench.settings import BenchSettings
-from loadtests.runner import run_load
+from loadtests.runner import PhaseResult, run_load
 from loadtests.worker import Phase
 
 IDLE_S = 3.0  # connected and silent, then a ramp to the rate
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spy", help="a process to record with py-spy (e.g. gateway0)")
     parser.add_argument("--spy-out", default="steady-pyspy.txt", help="py-spy's raw output")
     args = parser.parse_args(argv)
+    if args.rate <= 0 or args.seconds < 2:
+        parser.error("a rate above 0 and at least 2 seconds")
     s = BenchSettings()
     work = Path(tempfile.mkdtemp(prefix="bench-steady-"))
     bench = Bench(s, work, work)
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     report(steady, commands, args.seconds)
 
 
-def report(steady: Any, commands: dict[str, Any], seconds: float) -> None:
+def report(steady: PhaseResult, commands: dict[str, Any], seconds: float) -> None:
     """Print the steady phase: rates, latency, CPU per process and Redis commands per message."""
     sent = steady.per_s("sent") or 1.0
     c = steady.counts
@@ -106,12 +109,10 @@ def report(steady: Any, commands: dict[str, Any], seconds: float) -> None:
         f"p50 {steady.p(50):.1f} ms, p99 {steady.p(99):.1f} ms; gaps {c.get('gaps', 0)}, "
         f"duplicates {c.get('duplicates', 0)}, reordered {c.get('reordered', 0)}"
     )
-    servers = 0.0
-    for name in sorted(steady.procs):
-        cpu = steady.cpu(name)
-        servers += 0.0 if name.startswith("loadgen") else cpu
-        print(f"  {name:12} {cpu:6.1f} % {cpu * 1e4 / sent:8.1f} µs/msg")
-    print(f"  {'servers':12} {servers:6.1f} % {servers * 1e4 / sent:8.1f} µs/msg")
+    cpu = cpu_per_message(steady)
+    for name, pct in cpu["cpu_pct"].items():
+        print(f"  {name:12} {pct:6.1f} % {cpu['us_per_msg'][name]:8.1f} µs/msg")
+    print(f"  {'servers':12} {cpu['server_us_per_msg']:17.1f} µs/msg")
     messages = sent * seconds
     top = sorted(commands.items(), key=lambda kv: -kv[1]["usec"])[:15]
     for name, stat in top:

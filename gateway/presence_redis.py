@@ -227,7 +227,7 @@ class RedisPresence:
                 "1" if sweeps else "0",
                 *users,
             )
-        return list(await pipe.execute(raise_on_error=False))
+        return await pipe.execute(raise_on_error=False)
 
     @staticmethod
     def _refused(results: list[Any]) -> int:

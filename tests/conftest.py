@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -230,6 +231,22 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def message_table_locked(mariadb: MariaDB, mysql_url: str) -> Iterator[Any]:
+    """``LOCK TABLES message WRITE`` on a connection of its own (yielded: it may read the
+    table) until the block ends: every other insert into ``message`` waits meanwhile, as on a
+    stalled disk."""
+    lock = mariadb.connect(mysql_url.rsplit("/", 1)[1].split("?")[0])
+    try:
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLES message WRITE")
+        yield lock
+        with lock.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+    finally:
+        lock.close()
 
 
 class FakeClock:

@@ -15,7 +15,7 @@ from persister.worker import Worker
 from shared import events, keys
 from shared.store import Store
 from stack.processes import MariaDB
-from tests.conftest import eventually
+from tests.conftest import eventually, message_table_locked
 
 pytestmark = pytest.mark.anyio
 
@@ -35,22 +35,17 @@ async def test_the_lag_is_the_age_of_the_oldest_entry_not_of_the_first_read(
     for room, ts in ((FRESH, now), (OLD, now - 60_000)):
         event = {"type": "message", "room": room, "seq": 1, "user": "u", "text": "t", "ts": ts}
         await redis.xadd(keys.room_persist(room, SHARDS), {"e": orjson.dumps(event)})
-    # The batch's insert waits for this lock: meanwhile the gauge shows the batch's lag.
-    lock = mariadb.connect(mysql_url.rsplit("/", 1)[1].split("?")[0])
-    with lock.cursor() as cur:
-        cur.execute("LOCK TABLES message WRITE")
     worker = Worker(source, store, source.metrics, batch_size=10, flush_interval_s=0.2)
-    await worker.start()
 
     async def lagging() -> bool:
         return (registry.get_sample_value("chat_persist_lag_seconds") or 0.0) >= 59
 
     try:
-        await eventually(lagging, 15, "the lag of the minute-old entry")
+        # The batch's insert waits for the lock: meanwhile the gauge shows the batch's lag.
+        with message_table_locked(mariadb, mysql_url):
+            await worker.start()
+            await eventually(lagging, 15, "the lag of the minute-old entry")
     finally:
-        with lock.cursor() as cur:
-            cur.execute("UNLOCK TABLES")
-        lock.close()
         await worker.stop()
     assert [m["seq"] for m in store.after(OLD, 0, 10)] == [1]
     store.close()

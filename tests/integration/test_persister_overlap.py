@@ -15,7 +15,7 @@ from persister.worker import Worker
 from shared import events, keys
 from shared.store import Store
 from stack.processes import MariaDB
-from tests.conftest import eventually
+from tests.conftest import eventually, message_table_locked
 
 pytestmark = pytest.mark.anyio
 
@@ -38,23 +38,16 @@ async def test_the_next_batch_is_read_while_one_waits_for_the_database(
     async def pending() -> int:
         return int((await redis.xpending(stream, keys.PERSIST_GROUP))["pending"])
 
-    # The first batch's insert waits for this lock, as for a slow disk.
-    lock = mariadb.connect(mysql_url.rsplit("/", 1)[1].split("?")[0])
-    with lock.cursor() as cur:
-        cur.execute("LOCK TABLES message WRITE")
     worker = Worker(source, store, source.metrics, batch_size=BATCH, flush_interval_s=0.2)
-    await worker.start()
-    try:
+    # The first batch's insert waits for the lock, as for a slow disk.
+    with message_table_locked(mariadb, mysql_url) as lock:
+        await worker.start()
         # Meanwhile the next batch is read (delivered to the worker, so pending), and nothing
         # is acknowledged: the first batch is not committed.
         await eventually(lambda: _at_least(pending, 2 * BATCH), 15, "the next batch read")
         with lock.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM message")
             assert cur.fetchone() == (0,)
-    finally:
-        with lock.cursor() as cur:
-            cur.execute("UNLOCK TABLES")
-        lock.close()
     await eventually(lambda: _drained(source, pending), 30, "every entry stored and acked")
     await worker.stop()
 

@@ -10,12 +10,19 @@ connection, and as much again in nginx and the client), so when the machine is b
 takes longer, the next window grows, frames carry more messages and the cost per message falls:
 the gateway spends at most about 1 / FLUSH_SHARE of its time writing. When quiet, flushes are
 short and the window is the minimum; an event after a quiet spell leaves at once.
+
+A longer window only pays when frames merge events. Where they carry one event each (many small
+rooms below saturation: a member gets a message every second or so) it would write the same
+frames, only later; so a flush whose frames averaged under ``MERGE_MIN`` events keeps the
+window at the minimum, however long it took. A gateway that falls behind merges again (events
+pile up while it writes) and the window grows as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.batch import Batch
@@ -27,11 +34,15 @@ if TYPE_CHECKING:
 
 
 FLUSH_SHARE = 4.0  # window = this many times the last flush's duration (within the bounds)
+MERGE_MIN = 1.1  # events per frame below which a longer window saves under a tenth of the frames
 
 
-def adapt_window(flush_s: float, low_s: float, high_s: float) -> float:
-    """The next flush window after a flush that took ``flush_s``: ``FLUSH_SHARE`` times that,
-    within ``[low_s, high_s]`` (``low_s`` wins if the bounds cross)."""
+def adapt_window(flush_s: float, frames: int, events: int, low_s: float, high_s: float) -> float:
+    """The next flush window after a flush that took ``flush_s`` to write ``events`` events in
+    ``frames`` frames: ``FLUSH_SHARE`` times its duration within ``[low_s, high_s]`` (``low_s``
+    wins if the bounds cross), or ``low_s`` if the frames averaged under ``MERGE_MIN`` events."""
+    if events < MERGE_MIN * frames:
+        return low_s
     return max(low_s, min(FLUSH_SHARE * flush_s, high_s))
 
 
@@ -50,7 +61,11 @@ class Hub:
     """Room → local connections, the per-room batches of the current window, and the flush."""
 
     def __init__(
-        self, coalesce_s: float, metrics: GatewayMetrics, coalesce_max_s: float | None = None
+        self,
+        coalesce_s: float,
+        metrics: GatewayMetrics,
+        coalesce_max_s: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.rooms: dict[str, dict[Connection, None]] = {}  # dict: ordered, O(1) removal
         self._connections: set[Connection] = set()
@@ -64,6 +79,7 @@ class Hub:
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
+        self._clock = clock  # times a flush (a parameter for the tests)
 
     async def stop(self) -> None:
         """Flush what is pending now."""
@@ -163,19 +179,20 @@ class Hub:
         """Hand out the room batches, then write every connection that has output."""
         self._timer = None
         self._last_flush = asyncio.get_running_loop().time()
-        started = time.perf_counter()
+        started = self._clock()
         self.distribute()
         ready, self._ready = self._ready, []
         for conn in ready:
             conn.flush()
         stats = self.stats
-        if stats.frames:
-            self._metrics.frames_out.inc(stats.frames)
-            self._metrics.events_out.inc(stats.events)
+        frames, written = stats.frames, stats.events
+        if frames:
+            self._metrics.frames_out.inc(frames)
+            self._metrics.events_out.inc(written)
             self._metrics.coalesced.inc(stats.coalesced)
             stats.frames = stats.events = stats.coalesced = 0
-        took = time.perf_counter() - started
-        self.window_s = adapt_window(took, self._coalesce_s, self._coalesce_max_s)
+        took = self._clock() - started
+        self.window_s = adapt_window(took, frames, written, self._coalesce_s, self._coalesce_max_s)
         self._metrics.coalesce_window.set(self.window_s)
         self._scheduled = False
         if self._ready or self._batches:

@@ -483,6 +483,25 @@ def test_a_ladder_held_to_its_top_decides_nothing(rp: Results) -> None:
     assert "not measured: both held the top step of the ladder (target ≥ 1.5x)" in small
 
 
+def test_node_holding_no_step_makes_the_ratio_a_lower_bound(rp: Results) -> None:
+    # Node failed even its lowest step (49,900 deliveries/s at 50 msgs/s): it holds less than
+    # that, so this project's 499,000 is over 10.0x Node's, whatever Node would hold lower down.
+    node = next(r for r in rp["runs"] if r["label"] == "eP-one-room-node")
+    node["peak"] = None
+    one = line(summary_of(rp), "P. one room of 1,000, 3 server processes per stack")
+    assert "Node Socket.IO: no step held" in one
+    assert one.endswith(
+        "| held deliveries/s ≥ 10.0x Node's: met: over 10.0x, Node held no step, not even its "
+        "ladder's lowest (target ≥ 10.0x) |"
+    )
+    node["steps"] = node["steps"][1:]  # its lowest now 99,800/s: the bound is 5.0x
+    one = line(summary_of(rp), "P. one room of 1,000, 3 server processes per stack")
+    assert one.endswith(
+        "| held deliveries/s ≥ 10.0x Node's: not decided: over 5.0x, Node held no step, not "
+        "even its ladder's lowest (target ≥ 10.0x) |"
+    )
+
+
 def test_persister_capacity_runs_inside_make_bench(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -66,14 +66,33 @@ def ratio(runs: Stacks, scenario: str, peer: str) -> float | None:
     return None if ours is None or not theirs else ours / theirs
 
 
+def floor_ratio(runs: Stacks, scenario: str) -> float | None:
+    """When Node held no step and this project held one: this project's held figure over
+    Node's lowest step's, a lower bound of the ratio (Node holds less than a step it failed)."""
+    key = RATIO_KEY[scenario]
+    ours, node = held(runs.get("project"), key), runs.get("node")
+    steps = (node or {}).get("steps") or []
+    if not ours or held(node, key) != 0.0 or not steps:
+        return None
+    lowest = float(min(steps, key=lambda s: s["rate"])[key])
+    return ours / lowest if lowest else None
+
+
 def ratio_verdict(runs: Stacks, scenario: str) -> str:
     """The ratio target's verdict; a stack that held its ladder's top step makes the ratio a
-    bound (this project's: a lower one; Node's: an upper one), or nothing if both did."""
+    bound (this project's: a lower one; Node's: an upper one), or nothing if both did; Node
+    holding no step makes it a lower bound."""
     r, target = ratio(runs, scenario, "node"), TARGET_RATIO[scenario]
     ours, node = topped(runs.get("project")), topped(runs.get("node"))
+    bound = f"target ≥ {fmt(target)}x"
+    floor = floor_ratio(runs, scenario)
+    if floor is not None:
+        why = "Node held no step, not even its ladder's lowest"
+        if floor >= target:
+            return f"met: over {fmt(floor)}x, {why} ({bound})"
+        return f"not decided: over {fmt(floor)}x, {why} ({bound})"
     if r is None:
         return verdict(None, target, True, "x")
-    bound = f"target ≥ {fmt(target)}x"
     if ours and node:
         return f"not measured: both held the top step of the ladder ({bound})"
     if ours and r < target:

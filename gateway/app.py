@@ -1,4 +1,5 @@
-"""The Starlette application: routes, and a lifespan that starts and stops the node."""
+"""The gateway's ASGI application: ``/ws`` straight to its endpoint, the rest through Starlette
+(routes, and a lifespan that starts and stops the node)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from gateway import endpoints
 from gateway.broker import Broker
@@ -66,9 +69,31 @@ def build_node(
     return Node(settings, broker, presence, store, metrics, writes_store=writes_store)
 
 
+class GatewayApp:
+    """``/ws`` goes straight to its endpoint; everything else (the page, the API, probes,
+    metrics and the lifespan) through Starlette.
+
+    A WebSocket lives for hours, and through Starlette its endpoint would sit under the
+    middleware and router layers: about ten suspended coroutines and their closures per
+    connection, which every full garbage collection walks (docs/benchmarks.md, "sixth pass"),
+    and two more calls per frame sent. The endpoint needs none of them: it answers its own
+    errors and closes; an exception escaping it reaches uvicorn as it did through Starlette
+    (logged, the socket closed with 1011).
+    """
+
+    def __init__(self, starlette: Starlette) -> None:
+        self.starlette = starlette
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await endpoints.websocket(WebSocket(scope, receive, send))
+        else:
+            await self.starlette(scope, receive, send)
+
+
 def create_app(
     node: Node, registry: CollectorRegistry, services: Sequence[Service] = ()
-) -> Starlette:
+) -> GatewayApp:
     """The gateway app. ``services`` start after the node and stop after it has drained."""
 
     @contextlib.asynccontextmanager
@@ -97,7 +122,6 @@ def create_app(
         Route("/healthz", endpoints.healthz),
         Route("/readyz", endpoints.readyz),
         Route("/metrics", endpoints.metrics),
-        WebSocketRoute("/ws", endpoints.websocket),
         Mount("/static", StaticFiles(directory=endpoints.STATIC), name="static"),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    ]  # and /ws: GatewayApp
+    return GatewayApp(Starlette(routes=routes, lifespan=lifespan))

@@ -6,7 +6,7 @@ import contextlib
 import socket
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from gateway.node import Node
 from shared import uvicorn_server
@@ -37,14 +37,14 @@ class Server(uvicorn_server.Server):
             await self.lifespan.shutdown()
 
 
-def serve(app: Starlette, settings: Settings, node: Node) -> None:
+def serve(app: ASGIApp, settings: Settings, node: Node) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully."""
     # uvicorn re-raises the Ctrl-C it captured once the graceful shutdown is complete.
     with contextlib.suppress(KeyboardInterrupt):
         Server(uvicorn_config(app, settings), node).run()
 
 
-def uvicorn_config(app: Starlette, settings: Settings, port: int | None = None) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, settings: Settings, port: int | None = None) -> uvicorn.Config:
     """uvicorn settings derived from ours (frame limit, pings, compression)."""
     return uvicorn.Config(
         app,
